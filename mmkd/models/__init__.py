@@ -1,0 +1,6 @@
+from .detectors import DistillDetector
+from .distill_context import DistillContext, StudentRoIs
+from .losses import *  # noqa: F401,F403
+from .losses import __all__ as _losses_all
+
+__all__ = ['DistillDetector', 'DistillContext', 'StudentRoIs'] + list(_losses_all)

@@ -1,0 +1,247 @@
+"""DistillDetector: a student detector trained with a frozen teacher's knowledge."""
+from __future__ import annotations
+
+import copy
+from contextlib import ExitStack
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmdet.models.detectors.base import BaseDetector
+from mmdet.registry import MODELS
+from mmdet.structures import SampleList
+from mmdet.structures.bbox import bbox2roi
+from mmengine.config import ConfigDict
+from mmengine.logging import print_log
+from torch import Tensor, nn
+
+from ...utils.checkpoint import load_strict
+from ...utils.config import ModelSpec, load_model_cfg
+from ..distill_context import DistillContext, StudentRoIs
+from ..losses.base import BaseDistillLoss
+from ..utils.progress import TrainProgress
+from ..utils.recorder import MethodRecorder
+from ..utils.teacher_inputs import TeacherInputAdapter
+
+
+def num_classes_of(model: nn.Module) -> Optional[int]:
+    """The class count of a built detector (or classifier), or None if it cannot be read."""
+    roi_head = getattr(model, 'roi_head', None)
+    heads = [getattr(roi_head, 'bbox_head', None), getattr(model, 'bbox_head', None),
+             getattr(model, 'mask_head', None), getattr(model, 'head', None)]
+    for head in heads:
+        if isinstance(head, nn.ModuleList):  # cascade: the last stage
+            head = head[-1]
+        n = getattr(head, 'num_classes', None)
+        if n is not None:
+            return int(n)
+    return None
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Switch every parameter off for gradients and put every module in eval mode."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+@MODELS.register_module()
+class DistillDetector(BaseDetector):
+    """Train ``student`` with distillation losses computed against a frozen ``teacher``.
+
+    * Both models are built from a ``mmdet::`` config path, a local config path, or a model
+      dict (see :func:`mmkd.utils.config.load_model_cfg`).
+    * The teacher is loaded strictly from ``teacher_ckpt`` at build time, frozen, kept in
+      ``eval()`` whatever ``train()`` is called, runs under ``no_grad`` and never computes its
+      own detection loss. It runs backbone + neck; its heads run only when a loss asks.
+    * The teacher is held outside the module tree: it is not in ``state_dict()``,
+      ``parameters()`` or checkpoints, and the optimizer and DDP never see it. Device and dtype
+      moves (``to``, ``cuda``, ``half``...) still reach it through :meth:`_apply`.
+    * Checkpoints hold ``student.*`` (the student, loadable by plain mmdet after export) and
+      ``distill_losses.*`` (adapters, prototype buffers) for resume.
+    * ``predict`` and ``tensor`` modes are the student's.
+
+    Args:
+        student: student model spec.
+        teacher: teacher model spec.
+        teacher_ckpt: teacher checkpoint (local path, path relative to the mmkd checkout, or
+            URL). ``None`` leaves the teacher randomly initialised and logs a warning: only for
+            smoke tests.
+        distill_losses: ``{name: loss_cfg}`` (names start with ``loss_``) or a list of loss
+            configs (named ``loss_<snake_case_type>``).
+        teacher_preprocess: ``'auto'``: convert the batch to the teacher's own normalisation and
+            padding when its data_preprocessor differs from the student's (logged);
+            ``'same'``: give the teacher the student's batch unchanged.
+        data_preprocessor: defaults to the student's.
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(self, student: ModelSpec, teacher: ModelSpec,
+                 teacher_ckpt: Optional[str] = None,
+                 distill_losses: Union[Dict[str, dict], Sequence[dict], None] = None,
+                 teacher_preprocess: str = 'auto',
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        from mmdet.utils import register_all_modules
+        register_all_modules(init_default_scope=False)
+        student_cfg = load_model_cfg(student, 'student')
+        teacher_cfg = load_model_cfg(teacher, 'teacher')
+        dp_cfg = data_preprocessor or copy.deepcopy(student_cfg.get('data_preprocessor'))
+        super().__init__(data_preprocessor=dp_cfg, init_cfg=init_cfg)
+
+        self.student = MODELS.build(student_cfg)
+        teacher_model = MODELS.build(teacher_cfg)
+        if teacher_ckpt is None:
+            print_log('DistillDetector: teacher_ckpt is None, so the teacher keeps its random '
+                      'initialisation. Distilling from it is meaningless; this is only useful '
+                      'for smoke tests.', logger='current', level=30)
+        else:
+            load_strict(teacher_model, teacher_ckpt, role='teacher')
+            print_log(f'DistillDetector: loaded teacher weights strictly from {teacher_ckpt}',
+                      logger='current')
+        self.teacher_ckpt = teacher_ckpt
+        # Outside nn.Module's registry on purpose: see the class docstring.
+        object.__setattr__(self, 'teacher', freeze(teacher_model))
+
+        if teacher_preprocess not in ('auto', 'same'):
+            raise ValueError("teacher_preprocess must be 'auto' or 'same'")
+        t_dp = teacher_cfg.get('data_preprocessor') if teacher_preprocess == 'auto' else None
+        self.teacher_inputs = TeacherInputAdapter(dp_cfg, t_dp)
+        print_log(f'DistillDetector: {self.teacher_inputs.describe()}', logger='current')
+
+        self.distill_losses = nn.ModuleDict(self._build_losses(distill_losses))
+        for loss in self.distill_losses.values():
+            loss.setup(self.student, self.teacher)
+        self._check_classes()
+        self.predict_with_teacher = False
+
+    # ---- construction helpers ---------------------------------------------------------------
+    @staticmethod
+    def _build_losses(cfgs: Union[Dict[str, dict], Sequence[dict], None]) -> Dict[str, nn.Module]:
+        if not cfgs:
+            return {}
+        if isinstance(cfgs, (dict, ConfigDict)):
+            items = list(cfgs.items())
+        else:
+            items = []
+            for cfg in cfgs:
+                t = str(cfg['type']).split('.')[-1]
+                snake = ''.join('_' + c.lower() if c.isupper() else c for c in t).lstrip('_')
+                items.append(('loss_' + snake.replace('_loss', ''), cfg))
+        losses: Dict[str, nn.Module] = {}
+        for name, cfg in items:
+            if not name.startswith('loss_'):
+                raise ValueError(f"distill loss name {name!r} must start with 'loss_' (mmengine "
+                                 f"only back-propagates keys containing 'loss'): rename it to "
+                                 f"'loss_{name}'.")
+            if name in losses:
+                raise ValueError(f'two distill losses are named {name!r}; use the dict form '
+                                 'with distinct names')
+            loss = MODELS.build(cfg)
+            if not isinstance(loss, BaseDistillLoss):
+                raise TypeError(f'{name}: {type(loss).__name__} is not an mmkd distillation '
+                                'loss (subclass mmkd.models.BaseDistillLoss).')
+            losses[name] = loss
+        return losses
+
+    def _check_classes(self) -> None:
+        ns, nt = num_classes_of(self.student), num_classes_of(self.teacher)
+        strict = [n for n, loss in self.distill_losses.items() if loss.requires_same_classes]
+        if ns is not None and nt is not None and ns != nt and strict:
+            raise ValueError(
+                f'teacher has {nt} classes and student {ns}, but {strict} compare class-wise '
+                'outputs. Use a teacher trained on the same classes (set num_classes in both '
+                'configs to your dataset\'s), or losses that declare requires_same_classes=False.')
+
+    # ---- the teacher stays frozen, in eval mode, and moves with the model ------------------
+    def _apply(self, fn, *args, **kwargs):  # noqa: D401 - nn.Module API
+        """Apply ``fn`` (device/dtype moves) to the student side and to the hidden teacher."""
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    def train(self, mode: bool = True) -> 'DistillDetector':
+        """Set the student side's mode; the teacher always stays in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    # ---- BaseDetector API ---------------------------------------------------------------------
+    def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor, ...]:
+        """The student's features."""
+        return self.student.extract_feat(batch_inputs)
+
+    def _forward(self, batch_inputs: Tensor, batch_data_samples: SampleList = None):
+        """``tensor`` mode: the student's raw outputs."""
+        return self.student._forward(batch_inputs, batch_data_samples)
+
+    def predict(self, batch_inputs: Tensor, batch_data_samples: SampleList,
+                rescale: bool = True) -> SampleList:
+        """The student's predictions (the teacher's when ``predict_with_teacher`` is set, which
+        :class:`~mmkd.engine.TeacherEvalHook` does to evaluate the teacher once)."""
+        if self.predict_with_teacher:
+            with torch.no_grad():
+                inputs = self._teacher_batch(batch_inputs, batch_data_samples)
+                return self.teacher.predict(inputs, batch_data_samples, rescale=rescale)
+        return self.student.predict(batch_inputs, batch_data_samples, rescale=rescale)
+
+    def _teacher_batch(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Tensor:
+        shapes = [ds.img_shape for ds in batch_data_samples]
+        return self.teacher_inputs(batch_inputs, shapes)
+
+    def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        """Student detection losses plus weighted distillation losses (``loss_*`` keys)."""
+        progress = TrainProgress.current()
+        weights = {n: loss.weight(progress) for n, loss in self.distill_losses.items()}
+        needs = set().union(*(l.needs for n, l in self.distill_losses.items() if weights[n]))
+
+        with ExitStack() as stack:
+            feat_rec = stack.enter_context(MethodRecorder(self.student, 'extract_feat'))
+            roi_rec = head_rec = None
+            if 'student_rois' in needs:
+                roi_rec = stack.enter_context(MethodRecorder(self.student.roi_head, 'bbox_loss'))
+            if 'student_head' in needs:
+                head_rec = stack.enter_context(MethodRecorder(self.student.bbox_head, 'forward'))
+            losses = self.student.loss(batch_inputs, batch_data_samples)
+        if not self.distill_losses:
+            return losses
+        if not feat_rec.calls:
+            raise RuntimeError(f'{type(self.student).__name__}.loss did not call extract_feat; '
+                               'DistillDetector cannot see its features.')
+
+        ctx = DistillContext(
+            self.student, self.teacher, batch_data_samples,
+            student_feats=tuple(feat_rec.outputs[0]),
+            teacher_feats=lambda: self.teacher.extract_feat(
+                self._teacher_batch(batch_inputs, batch_data_samples)),
+            progress=progress,
+            student_head_outs=head_rec.outputs[0] if head_rec and head_rec.calls else None,
+            student_rois=self._student_rois(roi_rec) if roi_rec else None)
+
+        anchor = ctx.student_feats[0]
+        for name, loss in self.distill_losses.items():
+            if name in losses:
+                raise KeyError(f'distill loss {name!r} collides with a student loss of the same '
+                               'name; rename it')
+            if weights[name] == 0.0:  # stopped by its schedule: skip the work, keep the graph
+                losses[name] = loss.zero(anchor)
+                continue
+            out = loss(ctx)
+            if isinstance(out, dict):
+                for k, v in out.items():
+                    key = k if k.startswith('loss_') else f'{name}_{k}'
+                    losses[key] = v * weights[name] if 'loss' in key else v
+            else:
+                losses[name] = out * weights[name]
+        return losses
+
+    @staticmethod
+    def _student_rois(rec: MethodRecorder) -> Optional[StudentRoIs]:
+        call = rec.first()
+        if call is None:
+            return None
+        args, kwargs, out = call
+        sampling_results = kwargs.get('sampling_results', args[-1] if args else None)
+        rois = bbox2roi([res.priors for res in sampling_results])
+        return StudentRoIs(sampling_results=list(sampling_results), rois=rois,
+                           cls_score=out['cls_score'], bbox_pred=out['bbox_pred'],
+                           bbox_feats=out['bbox_feats'])

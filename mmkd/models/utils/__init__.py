@@ -1,0 +1,7 @@
+from .box_mask import paint_batch_masks, paint_box_mask
+from .progress import TrainProgress
+from .recorder import MethodRecorder
+from .teacher_inputs import TeacherInputAdapter
+
+__all__ = ['MethodRecorder', 'TeacherInputAdapter', 'TrainProgress', 'paint_batch_masks',
+           'paint_box_mask']

@@ -1,0 +1,89 @@
+"""Shared fixtures: a tiny synthetic data set, tiny configs and a teacher checkpoint."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import subprocess
+import sys
+from typing import List
+
+import pytest
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import mmkd  # noqa: E402,F401
+from mmengine.config import Config  # noqa: E402
+
+STUDENT_CFG = 'configs/synthetic/faster_rcnn_r18w16_fpn_12e_synthetic.py'
+TEACHER_CFG = 'configs/synthetic/faster_rcnn_r34w32_fpn_12e_synthetic.py'
+KD_CFG = 'configs/synthetic/kd_feat_kl_r34w32_r18w16_12e_synthetic.py'
+
+
+@pytest.fixture(scope='session')
+def synthetic_data(tmp_path_factory) -> dict:
+    """12 train / 6 val images, 64-96 px, some of them empty."""
+    from mmkd.datasets.synthetic import generate_synthetic_coco
+    out = tmp_path_factory.mktemp('synthetic')
+    return generate_synthetic_coco(str(out), num_train=12, num_val=6, image_size=(64, 96),
+                                   seed=3, max_objects=5)
+
+
+def data_options(data: dict, img_scale: int = 96) -> List[str]:
+    """--cfg-options that point a synthetic config at ``data`` and shrink it for tests."""
+    root = data['data_root'].rstrip('/') + '/'
+    resize = f'({img_scale},{img_scale})'
+    return [
+        f'train_dataloader.dataset.data_root={root}',
+        f'val_dataloader.dataset.data_root={root}',
+        f'test_dataloader.dataset.data_root={root}',
+        f'val_evaluator.ann_file={data["val_ann"]}',
+        f'test_evaluator.ann_file={data["val_ann"]}',
+        f'train_dataloader.dataset.pipeline.2.scale={resize}',
+        f'val_dataloader.dataset.pipeline.1.scale={resize}',
+        f'test_dataloader.dataset.pipeline.1.scale={resize}',
+        'train_dataloader.batch_size=3', 'val_dataloader.batch_size=3',
+        'test_dataloader.batch_size=3',
+    ]
+
+
+def tiny_config(path: str, data: dict, **overrides) -> Config:
+    """Load a synthetic config pointed at the tiny data set, with dotted-key overrides."""
+    from mmengine.config import DictAction
+    cfg = Config.fromfile(osp.join(REPO, path))
+    opts = {}
+    for item in data_options(data):
+        k, v = item.split('=', 1)
+        opts[k] = DictAction._parse_iterable(v)
+    opts.update(overrides)
+    cfg.merge_from_dict(opts)
+    return cfg
+
+
+@pytest.fixture(scope='session')
+def teacher_ckpt(tmp_path_factory) -> str:
+    """A real checkpoint file of the synthetic teacher (random weights, fixed seed)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    torch.manual_seed(0)
+    cfg = Config.fromfile(osp.join(REPO, TEACHER_CFG))
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    path = str(tmp_path_factory.mktemp('teacher') / 'teacher.pth')
+    torch.save(dict(meta=dict(dataset_meta=dict(classes=list(cfg.classes))),
+                    state_dict=model.state_dict()), path)
+    return path
+
+
+def run_tool(args: List[str], timeout: int = 600, env: dict = None) -> subprocess.CompletedProcess:
+    """Run a repo tool with this interpreter; fail with its output on a non-zero exit."""
+    full_env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1', **(env or {}))
+    cmd = args if args[0] == 'bash' else [sys.executable] + args
+    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f'{" ".join(cmd)} exited {proc.returncode}\n--- stdout ---\n'
+                             f'{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}')
+    return proc

@@ -1,0 +1,86 @@
+"""Evaluate a checkpoint (an mmkd checkpoint, its student twin, or a plain mmdet checkpoint).
+
+    python tools/test.py CONFIG CKPT [--eval bbox [segm]] [--out results.pkl] [--cfg-options ...]
+
+For a distillation config, the student is evaluated (the teacher is not built and its
+checkpoint is not needed). The checkpoint is loaded strictly: a checkpoint that does not fit the
+model is an error, not a silent partial load.
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import mmkd  # noqa: E402,F401
+from mmengine.config import ConfigDict, DictAction  # noqa: E402
+from mmengine.model import is_model_wrapper  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from mmkd.apis import (default_work_dir, is_distill, load_config,  # noqa: E402
+                       set_local_rank_env, setup_cpu_distributed, student_model_cfg)
+from mmkd.utils.checkpoint import load_strict  # noqa: E402
+
+MMDET2_METRICS = {'bbox', 'segm', 'proposal', 'proposal_fast'}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description='Test a detector trained with mmkd')
+    p.add_argument('config')
+    p.add_argument('checkpoint')
+    p.add_argument('--work-dir')
+    p.add_argument('--eval', nargs='+', metavar='METRIC',
+                   help='mmdet-2 style metrics for the COCO evaluator, e.g. --eval bbox segm')
+    p.add_argument('--out', help='dump the raw predictions to this .pkl file')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction)
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=None)
+    return p.parse_args()
+
+
+def apply_eval_metrics(cfg, metrics) -> None:
+    """Point every CocoMetric of ``test_evaluator`` at the mmdet-2 style metric names."""
+    unknown = set(metrics) - MMDET2_METRICS
+    if unknown:
+        raise ValueError(f'--eval {sorted(unknown)}: supported are {sorted(MMDET2_METRICS)}; '
+                         'for other evaluators set test_evaluator with --cfg-options')
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    coco = [e for e in evaluators if str(e.get('type', '')).endswith('CocoMetric')]
+    if not coco:
+        raise ValueError('--eval needs a CocoMetric test_evaluator in the config')
+    for e in coco:
+        e.metric = list(metrics)
+
+
+def main() -> None:
+    args = parse_args()
+    set_local_rank_env(args.local_rank)
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
+    if is_distill(cfg):
+        cfg.model = student_model_cfg(cfg)
+        if cfg.model.get('data_preprocessor') is None:
+            raise ValueError('the student config has no data_preprocessor')
+    if args.eval:
+        apply_eval_metrics(cfg, args.eval)
+    if args.out:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError('--out must end with .pkl')
+        dump = ConfigDict(type='DumpDetResults', out_file_path=args.out)
+        cfg.test_evaluator = (list(cfg.test_evaluator) if isinstance(cfg.test_evaluator, list)
+                              else [cfg.test_evaluator]) + [dump]
+    cfg.load_from = None  # loaded strictly below instead of mmengine's non-strict load
+    setup_cpu_distributed(cfg, args.launcher)
+
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    load_strict(model, args.checkpoint, role='test')
+    runner._has_loaded = True
+    metrics = runner.test()
+    print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+
+
+if __name__ == '__main__':
+    main()
