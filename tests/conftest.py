@@ -48,15 +48,13 @@ def data_options(data: dict, img_scale: int = 96) -> List[str]:
     ]
 
 
-def tiny_config(path: str, data: dict, **overrides) -> Config:
-    """Load a synthetic config pointed at the tiny data set, with dotted-key overrides."""
+def apply_data_options(cfg: Config, data: dict) -> Config:
+    """In-process version of :func:`data_options`."""
     from mmengine.config import DictAction
-    cfg = Config.fromfile(osp.join(REPO, path))
     opts = {}
     for item in data_options(data):
         k, v = item.split('=', 1)
         opts[k] = DictAction._parse_iterable(v)
-    opts.update(overrides)
     cfg.merge_from_dict(opts)
     return cfg
 

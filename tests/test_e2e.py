@@ -149,4 +149,23 @@ def test_dist_train_two_cpu_processes(tmp_path, synthetic_data, teacher_ckpt):
     log = proc.stdout + proc.stderr
     assert 'gloo' in log
     assert osp.isfile(work / 'epoch_1.pth') and osp.isfile(work / 'epoch_1_student.pth')
-    assert re.search(r'world_size:\s*2|distributed: True', log), log[-3000:]
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log, log[-3000:]
+    # 12 images, 3 per batch: 4 iterations per epoch alone, 2 per rank when the data is split
+    assert 'Epoch(train) [1][2/2]' in log, log[-3000:]
+
+
+def test_teacher_eval_hook_logs_metrics_and_stops_on_a_bad_teacher(tmp_path, synthetic_data,
+                                                                    teacher_ckpt):
+    from mmengine.runner import Runner
+
+    from conftest import apply_data_options
+    cfg = apply_data_options(Config.fromfile(osp.join(REPO, KD_CFG)), synthetic_data)
+    cfg.model.teacher_ckpt = teacher_ckpt  # random weights: mAP ~ 0
+    cfg.work_dir = str(tmp_path)
+    cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type='TeacherEvalHook', min_score=0.5)]
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(RuntimeError, match='below min_score=0.5'):
+        runner.train()
+    metrics = runner.message_hub.get_info('teacher_metrics')
+    assert 'coco/bbox_mAP' in metrics and metrics['coco/bbox_mAP'] < 0.5
+    assert runner.iter == 0  # stopped before any training step

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import pickle
 import re
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
@@ -44,6 +45,27 @@ def _mmengine_checkpoint_types() -> List[Any]:
     return types
 
 
+#: The only attribute lookups mmengine checkpoints pickle: ``HistoryBuffer.__getstate__`` stores
+#: its statistics methods, which pickle as ``getattr(HistoryBuffer, 'min')`` etc.
+_HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
+
+
+def history_buffer_getattr(obj: Any, name: str) -> Any:
+    """Stand-in for ``builtins.getattr`` during ``weights_only`` loads.
+
+    Allow-listing the real ``getattr`` would let a malicious file reach any attribute of any
+    allowed object (e.g. a function's ``__globals__``). This resolves exactly the lookups
+    mmengine's ``HistoryBuffer`` pickles and refuses everything else.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'refusing getattr({getattr(obj, "__name__", type(obj).__name__)}, {name!r}) while '
+        'loading a checkpoint with weights_only=True: mmkd only allows the '
+        'HistoryBuffer statistics methods that mmengine checkpoints contain.')
+
+
 def allow_mmengine_checkpoint_types() -> None:
     """Allow-list, for ``torch.load(weights_only=True)``, the types mmengine checkpoints hold.
 
@@ -52,7 +74,7 @@ def allow_mmengine_checkpoint_types() -> None:
     """
     add = getattr(torch.serialization, 'add_safe_globals', None)
     if add is not None:  # torch < 2.4 has no allow-list and no weights_only default
-        add(_mmengine_checkpoint_types())
+        add(_mmengine_checkpoint_types() + [(history_buffer_getattr, 'builtins.getattr')])
 
 
 def load_checkpoint_file(path: str, role: str = 'checkpoint') -> Dict[str, Any]:

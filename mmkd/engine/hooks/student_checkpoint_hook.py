@@ -10,7 +10,7 @@ from mmdet.registry import HOOKS
 from mmengine.dist import master_only
 from mmengine.hooks import Hook
 
-from ...utils.checkpoint import export_student_checkpoint, student_path_for
+from ...utils.checkpoint import export_student_checkpoint
 
 
 @HOOKS.register_module()
@@ -39,15 +39,16 @@ class StudentCheckpointHook(Hook):
 
     @master_only
     def _sync(self, runner) -> None:
-        for path in sorted(self._ckpt_paths(runner)):
-            if path in self._done or not osp.isfile(path) or path.endswith('_student.pth'):
-                continue
+        new = [p for p in sorted(self._ckpt_paths(runner))
+               if p not in self._done and not p.endswith('_student.pth') and osp.isfile(p)]
+        if not new:  # the common case, every iteration: two dict lookups
+            return
+        for path in new:
             out = export_student_checkpoint(path, use_ema=self.use_ema)
             self._done.add(path)
             runner.logger.info(f'student-only checkpoint for plain mmdet: {out}')
         for twin in glob.glob(osp.join(runner.work_dir, '*_student.pth')):
-            parent = twin[:-len('_student.pth')] + '.pth'
-            if not osp.exists(parent):
+            if not osp.exists(twin[:-len('_student.pth')] + '.pth'):
                 os.remove(twin)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:

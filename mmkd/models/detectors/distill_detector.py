@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from contextlib import ExitStack
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -37,6 +38,13 @@ def num_classes_of(model: nn.Module) -> Optional[int]:
     return None
 
 
+def loss_name_for(type_name: str) -> str:
+    """Log name of a loss given as a list item: ``'RoIClsKLLoss'`` -> ``'loss_roi_cls_kl'``."""
+    name = type_name.split('.')[-1].replace('RoI', 'Roi')
+    snake = re.sub(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])', '_', name).lower()
+    return 'loss_' + re.sub(r'_?loss$', '', snake)
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """Switch every parameter off for gradients and put every module in eval mode."""
     for p in model.parameters():
@@ -68,6 +76,10 @@ class DistillDetector(BaseDetector):
             smoke tests.
         distill_losses: ``{name: loss_cfg}`` (names start with ``loss_``) or a list of loss
             configs (named ``loss_<snake_case_type>``).
+        min_gt_wh: GT boxes narrower or shorter than this (input pixels), or with non-finite
+            coordinates, are dropped before any loss, with a warning: mmdet's box coder turns a
+            zero-size GT into a NaN regression target that would ruin the run. (Better: add
+            ``dict(type='FilterAnnotations', min_gt_bbox_wh=(1, 1))`` to the train pipeline.)
         teacher_preprocess: ``'auto'``: convert the batch to the teacher's own normalisation and
             padding when its data_preprocessor differs from the student's (logged);
             ``'same'``: give the teacher the student's batch unchanged.
@@ -78,11 +90,14 @@ class DistillDetector(BaseDetector):
     def __init__(self, student: ModelSpec, teacher: ModelSpec,
                  teacher_ckpt: Optional[str] = None,
                  distill_losses: Union[Dict[str, dict], Sequence[dict], None] = None,
+                 min_gt_wh: float = 1.0,
                  teacher_preprocess: str = 'auto',
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         from mmdet.utils import register_all_modules
-        register_all_modules(init_default_scope=False)
+        from mmengine.registry import DefaultScope
+        # Register mmdet's modules; set the default scope only if nobody did (keep mmyolo's...).
+        register_all_modules(init_default_scope=DefaultScope.get_current_instance() is None)
         student_cfg = load_model_cfg(student, 'student')
         teacher_cfg = load_model_cfg(teacher, 'teacher')
         dp_cfg = data_preprocessor or copy.deepcopy(student_cfg.get('data_preprocessor'))
@@ -113,6 +128,8 @@ class DistillDetector(BaseDetector):
             loss.setup(self.student, self.teacher)
         self._check_classes()
         self.predict_with_teacher = False
+        self.min_gt_wh = float(min_gt_wh)
+        self._num_dropped_gt = 0
 
     # ---- construction helpers ---------------------------------------------------------------
     @staticmethod
@@ -124,9 +141,7 @@ class DistillDetector(BaseDetector):
         else:
             items = []
             for cfg in cfgs:
-                t = str(cfg['type']).split('.')[-1]
-                snake = ''.join('_' + c.lower() if c.isupper() else c for c in t).lstrip('_')
-                items.append(('loss_' + snake.replace('_loss', ''), cfg))
+                items.append((loss_name_for(str(cfg['type'])), cfg))
         losses: Dict[str, nn.Module] = {}
         for name, cfg in items:
             if not name.startswith('loss_'):
@@ -190,6 +205,7 @@ class DistillDetector(BaseDetector):
 
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Dict[str, Tensor]:
         """Student detection losses plus weighted distillation losses (``loss_*`` keys)."""
+        self._drop_degenerate_gt(batch_data_samples)
         progress = TrainProgress.current()
         weights = {n: loss.weight(progress) for n, loss in self.distill_losses.items()}
         needs = set().union(*(l.needs for n, l in self.distill_losses.items() if weights[n]))
@@ -233,6 +249,28 @@ class DistillDetector(BaseDetector):
             else:
                 losses[name] = out * weights[name]
         return losses
+
+    def _drop_degenerate_gt(self, batch_data_samples: SampleList) -> None:
+        """Remove GT boxes smaller than ``min_gt_wh`` or with non-finite coordinates, in place."""
+        dropped = 0
+        for ds in batch_data_samples:
+            gt = ds.gt_instances
+            b = gt.bboxes.tensor if hasattr(gt.bboxes, 'tensor') else gt.bboxes
+            if b.numel() == 0:
+                continue
+            keep = torch.isfinite(b).all(1) & ((b[:, 2] - b[:, 0]) >= self.min_gt_wh) & (
+                (b[:, 3] - b[:, 1]) >= self.min_gt_wh)
+            if not bool(keep.all()):
+                dropped += int((~keep).sum())
+                ds.gt_instances = gt[keep]
+        if dropped:
+            before, self._num_dropped_gt = self._num_dropped_gt, self._num_dropped_gt + dropped
+            if before == 0 or before // 1000 != self._num_dropped_gt // 1000:
+                print_log(f'DistillDetector: dropped {dropped} degenerate GT box(es) in this '
+                          f'batch ({self._num_dropped_gt} so far; min_gt_wh={self.min_gt_wh}). '
+                          "Add dict(type='FilterAnnotations', min_gt_bbox_wh=(1, 1)) to the "
+                          'train pipeline to remove them at load time.',
+                          logger='current', level=30)
 
     @staticmethod
     def _student_rois(rec: MethodRecorder) -> Optional[StudentRoIs]:
