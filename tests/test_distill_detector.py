@@ -1,15 +1,13 @@
 """DistillDetector: building, freezing, strict teacher loading, the loss step."""
 import copy
-import os.path as osp
 
 import pytest
 import torch
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
-from mmengine.config import Config
 
-from conftest import REPO, STUDENT_CFG, TEACHER_CFG
-from mmkd.models import DistillDetector, soft_label_kl
+from conftest import STUDENT_CFG, TEACHER_CFG
+from mmkd.models import soft_label_kl
 from mmkd.models.utils import MethodRecorder, TeacherInputAdapter
 from mmkd.utils import CheckpointMismatchError, load_model_cfg
 

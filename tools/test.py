@@ -13,13 +13,11 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmkd  # noqa: E402,F401
-from mmengine.config import ConfigDict, DictAction  # noqa: E402
+from mmengine.config import ConfigDict  # noqa: E402
 from mmengine.model import is_model_wrapper  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
-from mmkd.apis import (default_work_dir, is_distill, load_config,  # noqa: E402
-                       set_local_rank_env, setup_cpu_distributed, student_model_cfg)
+from mmkd.apis import (add_common_args, build_runner, config_from_args,  # noqa: E402
+                       is_distill, setup_cpu_distributed, student_model_cfg)
 from mmkd.utils.checkpoint import load_strict  # noqa: E402
 
 MMDET2_METRICS = {'bbox', 'segm', 'proposal', 'proposal_fast'}
@@ -29,13 +27,10 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description='Test a detector trained with mmkd')
     p.add_argument('config')
     p.add_argument('checkpoint')
-    p.add_argument('--work-dir')
     p.add_argument('--eval', nargs='+', metavar='METRIC',
                    help='mmdet-2 style metrics for the COCO evaluator, e.g. --eval bbox segm')
     p.add_argument('--out', help='dump the raw predictions to this .pkl file')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction)
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=None)
+    add_common_args(p)
     return p.parse_args()
 
 
@@ -55,10 +50,7 @@ def apply_eval_metrics(cfg, metrics) -> None:
 
 def main() -> None:
     args = parse_args()
-    set_local_rank_env(args.local_rank)
-    cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
+    cfg = config_from_args(args)
     if is_distill(cfg):
         cfg.model = student_model_cfg(cfg)
         if cfg.model.get('data_preprocessor') is None:
@@ -74,7 +66,7 @@ def main() -> None:
     cfg.load_from = None  # loaded strictly below instead of mmengine's non-strict load
     setup_cpu_distributed(cfg, args.launcher)
 
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     load_strict(model, args.checkpoint, role='test')
     runner._has_loaded = True

@@ -1,12 +1,13 @@
 """Config handling shared by ``tools/train.py`` and ``tools/test.py``."""
 from __future__ import annotations
 
+import argparse
 import os
 import os.path as osp
 from typing import List, Optional
 
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 
 from ..utils.config import load_model_cfg
 from ..utils.paths import resolve_path
@@ -72,7 +73,45 @@ def student_model_cfg(cfg: Config) -> ConfigDict:
     return load_model_cfg(cfg.model.student, 'student') if is_distill(cfg) else cfg.model
 
 
-def set_local_rank_env(local_rank: Optional[int]) -> None:
-    """torch.distributed.launch passes --local-rank; mmengine reads LOCAL_RANK."""
-    if local_rank is not None and 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(local_rank)
+def enable_amp(cfg: Config) -> bool:
+    """``--amp``: switch the optimizer wrapper to mmengine's AmpOptimWrapper (dynamic loss scale).
+
+    Returns False when the config already uses AMP. mmengine's AMP wrapper needs a GPU; on a
+    CPU-only machine this raises at once instead of after the model is built.
+    """
+    if not torch.cuda.is_available():
+        raise RuntimeError('--amp needs a CUDA device (mmengine\'s AmpOptimWrapper does not run '
+                           'on the CPU); drop --amp on this machine.')
+    if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        return False
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+    return True
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """The flags tools/train.py and tools/test.py share (mmdet 3.x spellings)."""
+    parser.add_argument('--work-dir', help='where logs, checkpoints and results go')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_epochs=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    # torch.distributed.launch passes --local-rank (torch >= 2) or --local_rank (older)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=None)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Load ``args.config`` with the common flags applied (LOCAL_RANK, launcher, work dir)."""
+    if args.local_rank is not None and 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)  # mmengine reads the variable
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(args.config)
+    return cfg
+
+
+def build_runner(cfg: Config):
+    """mmengine's Runner, or the config's own ``runner_type``."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import re
 from contextlib import ExitStack
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from mmdet.models.detectors.base import BaseDetector

@@ -1,7 +1,6 @@
 """Loss formulas shared by several distillation methods (plain functions on tensors)."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
