@@ -30,12 +30,26 @@ def is_distill(cfg: Config) -> bool:
     return str(cfg.model.get('type', '')).split('.')[-1] == 'DistillDetector'
 
 
+#: Hooks a distillation loss type needs to work at all (added when the config lacks them).
+LOSS_HOOKS = {'RobustDistillingModule': 'PGMHook'}
+
+
+def distill_loss_types(cfg: Config) -> List[str]:
+    """Type names of the distillation losses of a DistillDetector config."""
+    if not is_distill(cfg):
+        return []
+    losses = cfg.model.get('distill_losses') or {}
+    items = losses.values() if isinstance(losses, dict) else losses
+    return [str(l.get('type', '')).split('.')[-1] for l in items]
+
+
 def add_mmkd_hooks(cfg: Config) -> List[str]:
     """Append the mmkd hooks a config does not already list; returns the names added."""
     hooks = list(cfg.get('custom_hooks', []) or [])
     have = {str(h.get('type', '')).split('.')[-1] for h in hooks}
-    wanted = ALL_RUN_HOOKS + (DISTILL_HOOKS if is_distill(cfg) else ())
-    added = [h for h in wanted if h not in have]
+    wanted = ALL_RUN_HOOKS + (DISTILL_HOOKS if is_distill(cfg) else ()) + tuple(
+        LOSS_HOOKS[t] for t in distill_loss_types(cfg) if t in LOSS_HOOKS)
+    added = [h for h in dict.fromkeys(wanted) if h not in have]
     cfg.custom_hooks = hooks + [dict(type=h) for h in added]
     return added
 

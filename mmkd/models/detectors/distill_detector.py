@@ -74,6 +74,10 @@ class DistillDetector(BaseDetector):
         teacher_ckpt: teacher checkpoint (local path, path relative to the mmkd checkout, or
             URL). ``None`` leaves the teacher randomly initialised and logs a warning: only for
             smoke tests.
+        student_ckpt: optional checkpoint loaded strictly into the student at build time (e.g.
+            a converged student, as the Global-Knowledge paper starts from); the student's own
+            ``init_cfg`` is then skipped. ``load_from`` would not work here: its keys lack the
+            ``student.`` prefix and mmengine loads it non-strictly.
         distill_losses: ``{name: loss_cfg}`` (names start with ``loss_``) or a list of loss
             configs (named ``loss_<snake_case_type>``).
         min_gt_wh: GT boxes narrower or shorter than this (input pixels), or with non-finite
@@ -89,6 +93,7 @@ class DistillDetector(BaseDetector):
 
     def __init__(self, student: ModelSpec, teacher: ModelSpec,
                  teacher_ckpt: Optional[str] = None,
+                 student_ckpt: Optional[str] = None,
                  distill_losses: Union[Dict[str, dict], Sequence[dict], None] = None,
                  min_gt_wh: float = 1.0,
                  teacher_preprocess: str = 'auto',
@@ -104,6 +109,11 @@ class DistillDetector(BaseDetector):
         super().__init__(data_preprocessor=dp_cfg, init_cfg=init_cfg)
 
         self.student = MODELS.build(student_cfg)
+        if student_ckpt is not None:
+            load_strict(self.student, student_ckpt, role='student')
+            self.student._is_init = True  # keep these weights when the runner initialises
+            print_log(f'DistillDetector: student starts from {student_ckpt} (strict load)',
+                      logger='current')
         teacher_model = MODELS.build(teacher_cfg)
         if teacher_ckpt is None:
             print_log('DistillDetector: teacher_ckpt is None, so the teacher keeps its random '

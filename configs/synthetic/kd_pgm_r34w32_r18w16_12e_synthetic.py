@@ -1,0 +1,30 @@
+# Global-Knowledge distillation (PGM + RDM) on the built-in data: R34w32 teacher -> R18w16
+# student, 12 epochs. Objects here are 8-96 px, so prototypes use boxes over 12 px.
+# pgm.mode='offline' runs an extra pass before each epoch (PGMHook); 'online' fills a memory
+# bank from the training steps instead:  --cfg-options model.distill_losses.loss_gk.pgm.mode=online
+_base_ = [
+    './faster_rcnn_r18w16_fpn_12e_synthetic.py',
+    '../_base_/distill_runtime.py',
+]
+model = dict(
+    _delete_=True,
+    type='DistillDetector',
+    student='configs/synthetic/faster_rcnn_r18w16_fpn_12e_synthetic.py',
+    teacher='configs/synthetic/faster_rcnn_r34w32_fpn_12e_synthetic.py',
+    teacher_ckpt='checkpoints/synthetic/faster_rcnn_r34w32_fpn_12e_synthetic.pth',
+    distill_losses=dict(
+        loss_gk=dict(
+            type='RobustDistillingModule',
+            boxes='pos_rois',
+            fg_weight=1.0,
+            bg_weight=4.0,
+            soft_weight=1.0,
+            temperature=2.0,
+            relation_weight=0.0,
+            pgm=dict(mode='offline', num_prototypes=10, alpha=10.0, min_size=12,
+                     max_samples=200, bank_size=64))))
+custom_hooks = [
+    dict(type='StudentCheckpointHook'),
+    dict(type='EpochSeedHook'),
+    dict(type='PGMHook', interval=1, batch_size=8),
+]

@@ -1,0 +1,66 @@
+"""Two gloo processes with different data end with identical prototypes."""
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from test_gk_losses import _Det
+
+from mmkd.models.methods.global_knowledge import RobustDistillingModule
+
+
+def _data(rank):
+    g = torch.Generator().manual_seed(100 + rank)
+    n = 12 + 5 * rank  # different counts per rank exercise the padding of the gather
+    return ([torch.randn(n, 4, generator=g)], [torch.randn(n, 4, generator=g)],
+            [torch.randint(0, 3, (n, ), generator=g)])
+
+
+def _loss(mode):
+    loss = RobustDistillingModule(boxes='gt', soft_weight=0.0,
+                                  pgm=dict(mode=mode, num_prototypes=3, bank_size=8))
+    loss.setup(_Det(c=4, n=1, k=3), _Det(c=4, n=1, k=3))
+    return loss
+
+
+def _worker(rank, port, out_dir):
+    os.environ['OMP_NUM_THREADS'] = '1'
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+                            world_size=2)
+    try:
+        offline = _loss('offline')
+        offline.generate_prototypes(*_data(rank))
+        online = _loss('online')
+        ds, dt, lab = _data(rank)
+        online._bank_push(ds, dt, lab[0])
+        online.refresh_from_bank()
+        torch.save(dict(offline=offline.pgm.state_dict(), online=online.pgm.state_dict()),
+                   os.path.join(out_dir, f'rank{rank}.pt'))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_end_with_identical_prototypes(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / 'rank0.pt', weights_only=True)
+    r1 = torch.load(tmp_path / 'rank1.pt', weights_only=True)
+    for mode in ('offline', 'online'):
+        for k, v in r0[mode].items():
+            assert torch.equal(v, r1[mode][k]), (mode, k)
+        assert int(r0[mode]['num_generated']) == 1
+    # the gathered generation equals one process generating from both ranks' data
+    single = _loss('offline')
+    d0, d1 = _data(0), _data(1)
+    single.pgm.generate([torch.cat([d0[0][0], d1[0][0]])], [torch.cat([d0[1][0], d1[1][0]])],
+                        [torch.cat([d0[2][0], d1[2][0]])])
+    for k, v in single.pgm.state_dict().items():
+        assert torch.equal(v, r0['offline'][k]), k
+    assert r0['online']['proto_valid'].any()
