@@ -45,6 +45,34 @@ class StudentRoIs:
         return torch.cat([res.pos_gt_labels for res in self.sampling_results])
 
 
+@dataclass
+class StudentDenseTargets:
+    """The student dense head's targets, recorded from its own loss (anchor-based heads).
+
+    Attributes:
+        anchors: per image, per level, (N_l, 4) anchors ``x1, y1, x2, y2``.
+        labels: per level, (B, N_l) assigned class; ``num_classes`` (or more) = background.
+        cls_scores: per level, (B, A * C, H, W) student classification logits.
+        num_classes: C.
+    """
+
+    anchors: List[List[Tensor]]
+    labels: List[Tensor]
+    cls_scores: List[Tensor]
+    num_classes: int
+
+    def positives(self, level: int, image: int) -> Tensor:
+        """(N_l,) bool mask of the positive anchors of one image at one level."""
+        lab = self.labels[level][image]
+        return (lab >= 0) & (lab < self.num_classes)
+
+    @staticmethod
+    def flat_logits(cls_score: Tensor, num_classes: int) -> Tensor:
+        """(B, A * C, H, W) -> (B, H * W * A, C), the order of the anchors and labels."""
+        b = cls_score.shape[0]
+        return cls_score.permute(0, 2, 3, 1).reshape(b, -1, num_classes)
+
+
 class DistillContext:
     """What one step offers the distillation losses.
 
@@ -61,13 +89,15 @@ class DistillContext:
         progress: training position (for schedules and attenuation).
         student_head_outs: the student's dense-head outputs (one-stage students), if recorded.
         student_rois: the student's RoI step (two-stage students), if recorded.
+        student_dense: the student dense head's anchors, targets and logits, if recorded.
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module, data_samples: Sequence[Any],
                  student_feats: Tuple[Tensor, ...],
                  teacher_feats: 'Tuple[Tensor, ...] | Callable[[], Tuple[Tensor, ...]]',
                  progress: Optional[TrainProgress] = None, student_head_outs: Any = None,
-                 student_rois: Optional[StudentRoIs] = None) -> None:
+                 student_rois: Optional[StudentRoIs] = None,
+                 student_dense: Optional[StudentDenseTargets] = None) -> None:
         self.student, self.teacher = student, teacher
         self.data_samples = list(data_samples)
         self.student_feats = tuple(student_feats)
@@ -75,6 +105,7 @@ class DistillContext:
         self.progress = progress or TrainProgress()
         self.student_head_outs = student_head_outs
         self.student_rois = student_rois
+        self.student_dense = student_dense
         self._cache: Dict[str, Any] = {}
 
     @property

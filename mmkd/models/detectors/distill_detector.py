@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ...utils.checkpoint import load_strict
 from ...utils.config import ModelSpec, load_model_cfg
-from ..distill_context import DistillContext, StudentRoIs
+from ..distill_context import DistillContext, StudentDenseTargets, StudentRoIs
 from ..losses.base import BaseDistillLoss
 from ..utils.progress import TrainProgress
 from ..utils.recorder import MethodRecorder
@@ -222,11 +222,14 @@ class DistillDetector(BaseDetector):
 
         with ExitStack() as stack:
             feat_rec = stack.enter_context(MethodRecorder(self.student, 'extract_feat'))
-            roi_rec = head_rec = None
+            roi_rec = head_rec = tgt_rec = None
             if 'student_rois' in needs:
                 roi_rec = stack.enter_context(MethodRecorder(self.student.roi_head, 'bbox_loss'))
-            if 'student_head' in needs:
+            if needs & {'student_head', 'student_dense_targets'}:
                 head_rec = stack.enter_context(MethodRecorder(self.student.bbox_head, 'forward'))
+            if 'student_dense_targets' in needs:
+                tgt_rec = stack.enter_context(
+                    MethodRecorder(self.student.bbox_head, 'get_targets'))
             losses = self.student.loss(batch_inputs, batch_data_samples)
         if not self.distill_losses:
             return losses
@@ -241,7 +244,8 @@ class DistillDetector(BaseDetector):
                 self._teacher_batch(batch_inputs, batch_data_samples)),
             progress=progress,
             student_head_outs=head_rec.outputs[0] if head_rec and head_rec.calls else None,
-            student_rois=self._student_rois(roi_rec) if roi_rec else None)
+            student_rois=self._student_rois(roi_rec) if roi_rec else None,
+            student_dense=self._student_dense(tgt_rec, head_rec) if tgt_rec else None)
 
         anchor = ctx.student_feats[0]
         for name, loss in self.distill_losses.items():
@@ -281,6 +285,17 @@ class DistillDetector(BaseDetector):
                           "Add dict(type='FilterAnnotations', min_gt_bbox_wh=(1, 1)) to the "
                           'train pipeline to remove them at load time.',
                           logger='current', level=30)
+
+    def _student_dense(self, tgt_rec: MethodRecorder,
+                       head_rec: MethodRecorder) -> Optional[StudentDenseTargets]:
+        if not tgt_rec.calls or not head_rec.calls:
+            return None
+        args, kwargs, out = tgt_rec.calls[0]
+        anchors = kwargs.get('anchor_list', args[0] if args else None)
+        head = self.student.bbox_head
+        return StudentDenseTargets(anchors=anchors, labels=list(out[0]),
+                                   cls_scores=list(head_rec.outputs[0][0]),
+                                   num_classes=int(head.num_classes))
 
     @staticmethod
     def _student_rois(rec: MethodRecorder) -> Optional[StudentRoIs]:

@@ -24,8 +24,8 @@ class BaseDistillLoss(BaseModule):
     of named scalars). The distiller multiplies by ``loss_weight`` and the schedule factor.
 
     Class attributes a subclass sets to declare what it needs (checked at build time):
-        needs: subset of ``{'student_rois', 'student_head', 'teacher_roi_head',
-            'teacher_head'}``.
+        needs: subset of ``{'student_rois', 'student_head', 'student_dense_targets',
+            'teacher_roi_head', 'teacher_head'}``.
         requires_same_classes: False when teacher and student may have different class
             counts (e.g. a classification teacher).
 
@@ -57,6 +57,10 @@ class BaseDistillLoss(BaseModule):
         if 'teacher_roi_head' in self.needs and not getattr(teacher, 'with_roi_head', False):
             raise ValueError(f'{name} needs a two-stage teacher with an roi_head; '
                              f'{type(teacher).__name__} has none.')
+        if 'student_dense_targets' in self.needs and not callable(
+                getattr(getattr(student, 'bbox_head', None), 'get_targets', None)):
+            raise ValueError(f'{name} needs an anchor-based dense student head (get_targets); '
+                             f'{type(student).__name__} has none.')
         for role, model in (('student', student), ('teacher', teacher)):
             if f'{role}_head' in self.needs and getattr(model, 'bbox_head', None) is None:
                 raise ValueError(f'{name} needs a {role} with a dense bbox_head; '

@@ -58,11 +58,19 @@ def gk_masked_error(diff: Tensor, mask: Tensor) -> Tensor:
 
 @MODELS.register_module()
 class RobustDistillingModule(BaseDistillLoss):
-    """Global-Knowledge distillation (PGM prototypes + RDM losses), two-stage students.
+    """Global-Knowledge distillation (PGM prototypes + RDM losses).
+
+    Two-stage students (Faster R-CNN) follow the released code. One-stage students with an
+    anchor-based head (RetinaNet) follow its one-stage path: the instances are the positive
+    anchors, each painted and scored at its own FPN level, the feature terms are summed over
+    levels, and the soft label is a softmax KL over the classes of the positive anchors' logits.
 
     Args:
-        boxes: instances used by the feature terms: ``'pos_rois'`` (the student's positive
-            sampled RoIs, as the paper) or ``'gt'`` (the GT boxes).
+        boxes: instances used by the feature terms: ``'auto'`` (``'pos_rois'`` for two-stage,
+            ``'pos_anchors'`` for one-stage students), ``'pos_rois'`` (the student's positive
+            sampled RoIs, as the paper), ``'pos_anchors'``, or ``'gt'`` (the GT boxes).
+        level_reduction: ``'mean'`` or ``'sum'`` of the feature terms over levels; None
+            follows the original (mean for two-stage, sum for one-stage).
         fg_weight / bg_weight: weights of the foreground / background imitation terms (1, 4).
         soft_weight: weight of the RoI soft-label KL (1); 0 disables it.
         temperature: its temperature (2).
@@ -80,14 +88,17 @@ class RobustDistillingModule(BaseDistillLoss):
             and level kept by the online bank, 100); ``refresh_interval`` (None).
     """
 
-    def __init__(self, boxes: str = 'pos_rois', fg_weight: float = 1.0, bg_weight: float = 4.0,
+    def __init__(self, boxes: str = 'auto', level_reduction: Optional[str] = None, fg_weight: float = 1.0, bg_weight: float = 4.0,
                  soft_weight: float = 1.0, temperature: float = 2.0,
                  relation_weight: float = 0.0, feat_schedule: Optional[dict] = None,
                  pgm: Optional[dict] = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        if boxes not in ('pos_rois', 'gt'):
-            raise ValueError(f"boxes must be 'pos_rois' or 'gt', got {boxes!r}")
-        self.boxes = boxes
+        if boxes not in ('auto', 'pos_rois', 'pos_anchors', 'gt'):
+            raise ValueError("boxes must be 'auto', 'pos_rois', 'pos_anchors' or 'gt', got "
+                             f'{boxes!r}')
+        if level_reduction not in (None, 'mean', 'sum'):
+            raise ValueError("level_reduction must be None, 'mean' or 'sum'")
+        self.boxes, self.level_reduction = boxes, level_reduction
         self.fg_weight, self.bg_weight = float(fg_weight), float(bg_weight)
         self.soft_weight, self.temperature = float(soft_weight), float(temperature)
         self.relation_weight = float(relation_weight)
@@ -102,10 +113,6 @@ class RobustDistillingModule(BaseDistillLoss):
         self.pgm_cfg.update(pgm or {})
         if self.pgm_cfg['mode'] not in ('offline', 'online'):
             raise ValueError("pgm mode must be 'offline' or 'online'")
-        needs = {'teacher_roi_head'} if self.soft_weight > 0 else set()
-        if self.boxes == 'pos_rois' or self.soft_weight > 0:
-            needs.add('student_rois')
-        self.needs = frozenset(needs)
         self.pgm: Optional[PrototypeGenerationModule] = None
         self.adapters: Optional[nn.ModuleList] = None
         self._warned_not_ready = False
@@ -113,6 +120,22 @@ class RobustDistillingModule(BaseDistillLoss):
     # ---- build ----------------------------------------------------------------------------
     def setup(self, student: nn.Module, teacher: nn.Module) -> None:
         """Size the adapters, prototypes and memory bank from the two models."""
+        self.two_stage = bool(getattr(student, 'with_roi_head', False))
+        if self.boxes == 'auto':
+            self.boxes = 'pos_rois' if self.two_stage else 'pos_anchors'
+        if (self.boxes == 'pos_rois') != self.two_stage and self.boxes != 'gt':
+            raise ValueError(f"boxes='{self.boxes}' does not fit a "
+                             f"{'two' if self.two_stage else 'one'}-stage student; use 'auto'.")
+        if self.level_reduction is None:
+            self.level_reduction = 'mean' if self.two_stage else 'sum'
+        soft = self.soft_weight > 0
+        if self.two_stage:
+            needs = ({'student_rois'} if self.boxes == 'pos_rois' or soft else set()) | (
+                {'teacher_roi_head'} if soft else set())
+        else:
+            needs = ({'student_dense_targets'} if self.boxes == 'pos_anchors' or soft
+                     else set()) | ({'teacher_head'} if soft else set())
+        self.needs = frozenset(needs)
         super().setup(student, teacher)
         from ...detectors.distill_detector import num_classes_of
         cs, ct = neck_channels(student), neck_channels(teacher)
@@ -137,7 +160,7 @@ class RobustDistillingModule(BaseDistillLoss):
             self.register_buffer('bank_count', torch.zeros(num_levels, num_classes,
                                                            dtype=torch.long))
             self.register_buffer('last_refresh_epoch', torch.full((), -1, dtype=torch.long))
-        if self.soft_weight > 0:
+        if soft and self.two_stage:
             self.roi_strides = list(student.roi_head.bbox_roi_extractor.featmap_strides)
 
     # ---- prototypes -----------------------------------------------------------------------
@@ -201,11 +224,24 @@ class RobustDistillingModule(BaseDistillLoss):
             self.last_refresh_epoch.fill_(progress.epoch)
 
     # ---- the losses -----------------------------------------------------------------------
-    def _instances(self, ctx: DistillContext) -> Tuple[List[Tensor], Tensor]:
+    def _instances(self, ctx: DistillContext) -> Tuple[List[Tensor], Tensor, Optional[Tensor]]:
+        """Per image (N_i, 4) boxes, (N,) labels and, for positive anchors, (N,) own levels."""
         if self.boxes == 'gt':
-            return ctx.gt_bboxes, torch.cat(ctx.gt_labels) if ctx.gt_labels else None
-        res = ctx.student_rois.sampling_results
-        return [r.pos_priors for r in res], torch.cat([r.pos_gt_labels for r in res])
+            return ctx.gt_bboxes, torch.cat(ctx.gt_labels), None
+        if self.boxes == 'pos_rois':
+            res = ctx.student_rois.sampling_results
+            return [r.pos_priors for r in res], torch.cat([r.pos_gt_labels for r in res]), None
+        dense = ctx.student_dense
+        boxes, labels, levels = [], [], []
+        for i in range(len(ctx.data_samples)):
+            per_img = []
+            for l in range(len(dense.labels)):
+                pos = dense.positives(l, i)
+                per_img.append(dense.anchors[i][l][pos])
+                labels.append(dense.labels[l][i][pos])
+                levels.append(torch.full_like(dense.labels[l][i][pos], l))
+            boxes.append(torch.cat(per_img))
+        return boxes, torch.cat(labels), torch.cat(levels)
 
     def _descriptors(self, ctx: DistillContext, rois: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
         """Per level, (N, Cs) student (with grad) and (N, Ct) teacher box descriptors."""
@@ -219,7 +255,7 @@ class RobustDistillingModule(BaseDistillLoss):
 
     def forward(self, ctx: DistillContext) -> Dict[str, Tensor]:
         self._maybe_refresh(ctx.progress)
-        boxes, labels = self._instances(ctx)
+        boxes, labels, own_levels = self._instances(ctx)
         rois = boxes_to_rois([b.detach().float() for b in boxes]).to(ctx.student_feats[0].device)
         labels = labels.to(rois.device).long()
         gs, gt = self._descriptors(ctx, rois)
@@ -239,11 +275,16 @@ class RobustDistillingModule(BaseDistillLoss):
                   for l in range(self.num_levels)]
         gamma = self.feat_schedule(ctx.progress)
         out: Dict[str, Tensor] = {}
-        fg, bg = self._imitation(ctx, rois, r_lvls)
+        box_lvl = own_levels if own_levels is not None else gk_levels(rois[:, 1:],
+                                                                      self.num_levels)
+        fg, bg = self._imitation(ctx, rois, r_lvls, box_lvl)
         out['fg'] = gamma * self.fg_weight * fg
         out['bg'] = gamma * self.bg_weight * bg
         if self.soft_weight > 0:
-            out['soft'] = self.soft_weight * self._soft_label(ctx)
+            out['soft'] = self.soft_weight * (
+                self._soft_label(ctx) if self.two_stage else
+                self._soft_label_dense(ctx, r_lvls, own_levels if own_levels is not None
+                                       else box_lvl))
         if self.relation_weight > 0:
             out['rel'] = gamma * self.relation_weight * self._relation(gs, gt, r_lvls)
         if rois.shape[0]:
@@ -251,10 +292,11 @@ class RobustDistillingModule(BaseDistillLoss):
                 'train/gk_r_mean', float(torch.stack(r_lvls).mean()))
         return {k: require_finite(v, f'RobustDistillingModule {k}') for k, v in out.items()}
 
-    def _imitation(self, ctx: DistillContext, rois: Tensor,
-                   r_lvls: List[Tensor]) -> Tuple[Tensor, Tensor]:
-        """Decoupled FPN imitation: mean over levels of the fg and bg terms (unweighted)."""
-        box_lvl = gk_levels(rois[:, 1:], self.num_levels)
+    def _imitation(self, ctx: DistillContext, rois: Tensor, r_lvls: List[Tensor],
+                   box_lvl: Tensor) -> Tuple[Tensor, Tensor]:
+        """Decoupled FPN imitation: the fg and bg terms reduced over levels (unweighted).
+
+        Each box paints its robustness at level ``box_lvl`` only."""
         h_in, w_in = ctx.batch_input_shape
         fg_terms, bg_terms = [], []
         for l, (s, t) in enumerate(zip(ctx.student_feats, ctx.teacher_feats)):
@@ -270,7 +312,8 @@ class RobustDistillingModule(BaseDistillLoss):
             m = torch.stack(masks)  # (B, H, W) robustness-painted foreground
             fg_terms.append(gk_masked_error(diff, m.clamp(min=0)))
             bg_terms.append(gk_masked_error(diff, (m <= 0).to(m)))
-        return torch.stack(fg_terms).mean(), torch.stack(bg_terms).mean()
+        reduce = torch.mean if self.level_reduction == 'mean' else torch.sum
+        return reduce(torch.stack(fg_terms)), reduce(torch.stack(bg_terms))
 
     def _soft_label(self, ctx: DistillContext) -> Tensor:
         """r-weighted KL of the R-CNN class distributions on the student's positive RoIs."""
@@ -286,6 +329,35 @@ class RobustDistillingModule(BaseDistillLoss):
                        t_out['bbox_feats'].mean((2, 3)), roi_lvl, rec.pos_labels)
         return soft_label_kl(rec.cls_score[idx], t_out['cls_score'], self.temperature,
                              'classmean', weight=r)
+
+    def _soft_label_dense(self, ctx: DistillContext, r_lvls: List[Tensor],
+                          own_levels: Tensor) -> Tensor:
+        """r-weighted softmax KL over the classes of the positive anchors' logits (one-stage).
+
+        The rows follow the instance order of :meth:`_instances` (image, then level), so each
+        logit row gets the robustness of its own anchor at its own level."""
+        dense = ctx.student_dense
+        c = dense.num_classes
+        t_cls = ctx.teacher_head_outs[0]
+        s_rows, t_rows = [], []
+        for l in range(len(dense.labels)):
+            if t_cls[l].shape != dense.cls_scores[l].shape:
+                raise ValueError(f'level {l}: teacher logits {tuple(t_cls[l].shape)} and student '
+                                 f'logits {tuple(dense.cls_scores[l].shape)} differ; the soft '
+                                 'label needs the same anchors and classes in both heads.')
+        s_flat = [dense.flat_logits(x, c) for x in dense.cls_scores]
+        t_flat = [dense.flat_logits(x, c) for x in t_cls]
+        for i in range(len(ctx.data_samples)):
+            for l in range(len(dense.labels)):
+                pos = dense.positives(l, i)
+                s_rows.append(s_flat[l][i][pos])
+                t_rows.append(t_flat[l][i][pos])
+        s_logits, t_logits = torch.cat(s_rows), torch.cat(t_rows)
+        if s_logits.shape[0] == 0:
+            return dense.cls_scores[0].sum() * 0.0
+        idx = torch.arange(s_logits.shape[0], device=s_logits.device)
+        r = torch.stack(r_lvls)[own_levels, idx]
+        return soft_label_kl(s_logits, t_logits, self.temperature, 'classmean', weight=r)
 
     def _relation(self, gs: List[Tensor], gt: List[Tensor], r_lvls: List[Tensor]) -> Tensor:
         """Sum over levels of SmoothL1(r * sim(g_s, all P_s), r * sim(g_t, all P_t))."""
