@@ -81,3 +81,19 @@ def test_online_mode_resume_restores_bank_and_prototypes(tmp_path, synthetic_dat
     assert final_a.keys() == final_b.keys()
     bad = [k for k in final_a if not torch.equal(final_a[k], final_b[k])]
     assert not bad, bad[:5]
+
+
+def test_visualize_pgm_writes_pictures(tmp_path, synthetic_data, teacher_ckpt):
+    import cv2
+    out = tmp_path / 'vis'
+    proc = run_tool(['tools/visualize_pgm.py', GK_CFG, '--num-images', '2', '--out-dir',
+                     str(out), '--level', '0', '--cfg-options', *data_options(synthetic_data),
+                     f'model.teacher_ckpt={teacher_ckpt}',
+                     'model.distill_losses.loss_gk.pgm.min_size=4'])
+    pngs = sorted(p for p in proc.stdout.split() if p.endswith('.png'))
+    assert len(pngs) == 3 and any('prototypes_level0' in p for p in pngs)
+    for p in pngs:
+        img = cv2.imread(p)
+        assert img is not None and img.shape[0] > 50 and img.std() > 0
+    robust = cv2.imread([p for p in pngs if 'robustness' in p][0])
+    assert robust.shape[1] == 6 * (robust.shape[1] // 6)  # image + 5 level panels

@@ -292,28 +292,56 @@ class RobustDistillingModule(BaseDistillLoss):
                 'train/gk_r_mean', float(torch.stack(r_lvls).mean()))
         return {k: require_finite(v, f'RobustDistillingModule {k}') for k, v in out.items()}
 
+    @staticmethod
+    def paint_masks(rois: Tensor, r_lvls: List[Tensor], box_lvl: Tensor,
+                    feat_shapes: Sequence[Tuple[int, int]], batch_size: int,
+                    input_hw: Tuple[int, int]) -> List[Tensor]:
+        """Per level, the (B, H_l, W_l) foreground mask: each box paints its robustness at its
+        own level ``box_lvl`` over the cells it covers (the larger r where boxes overlap)."""
+        masks = []
+        for l, (hl, wl) in enumerate(feat_shapes):
+            per_img = []
+            for i in range(batch_size):
+                sel = (rois[:, 0] == i) & (box_lvl == l)
+                per_img.append(paint_box_mask(rois[sel, 1:], (hl, wl),
+                                              (input_hw[0] / hl, input_hw[1] / wl),
+                                              values=r_lvls[l][sel]))
+            masks.append(torch.stack(per_img))
+        return masks
+
     def _imitation(self, ctx: DistillContext, rois: Tensor, r_lvls: List[Tensor],
                    box_lvl: Tensor) -> Tuple[Tensor, Tensor]:
-        """Decoupled FPN imitation: the fg and bg terms reduced over levels (unweighted).
-
-        Each box paints its robustness at level ``box_lvl`` only."""
-        h_in, w_in = ctx.batch_input_shape
+        """Decoupled FPN imitation: the fg and bg terms reduced over levels (unweighted)."""
+        masks = self.paint_masks(rois, r_lvls, box_lvl,
+                                 [f.shape[-2:] for f in ctx.student_feats],
+                                 ctx.student_feats[0].shape[0], ctx.batch_input_shape)
         fg_terms, bg_terms = [], []
         for l, (s, t) in enumerate(zip(ctx.student_feats, ctx.teacher_feats)):
             a = self.adapters[l](s)
-            t = align_teacher_feat(a, t, l)
-            diff = a - t
-            hl, wl = diff.shape[-2:]
-            masks = []
-            for i in range(diff.shape[0]):
-                sel = (rois[:, 0] == i) & (box_lvl == l)
-                masks.append(paint_box_mask(rois[sel, 1:], (hl, wl), (h_in / hl, w_in / wl),
-                                            values=r_lvls[l][sel]))
-            m = torch.stack(masks)  # (B, H, W) robustness-painted foreground
-            fg_terms.append(gk_masked_error(diff, m.clamp(min=0)))
-            bg_terms.append(gk_masked_error(diff, (m <= 0).to(m)))
+            diff = a - align_teacher_feat(a, t, l)
+            fg_terms.append(gk_masked_error(diff, masks[l].clamp(min=0)))
+            bg_terms.append(gk_masked_error(diff, (masks[l] <= 0).to(masks[l])))
         reduce = torch.mean if self.level_reduction == 'mean' else torch.sum
         return reduce(torch.stack(fg_terms)), reduce(torch.stack(bg_terms))
+
+    @torch.no_grad()
+    def inspect(self, ctx: DistillContext, boxes: List[Tensor], labels: Tensor) -> dict:
+        """What the module decides for given boxes (for tools/visualize_pgm.py).
+
+        Returns a dict with ``rois`` (N, 5), ``level`` (N,) the mask level of each box
+        (the two-stage rule), ``r`` (N,) its robustness at that level, and ``masks``: per level
+        the (B, H_l, W_l) robustness-painted foreground mask used by the imitation loss.
+        """
+        rois = boxes_to_rois([b.float() for b in boxes]).to(ctx.student_feats[0].device)
+        labels = labels.to(rois.device).long()
+        gs, gt = self._descriptors(ctx, rois)
+        r_lvls = [robustness(self.pgm, gs[l], gt[l], torch.full_like(labels, l), labels)
+                  for l in range(self.num_levels)]
+        lvl = gk_levels(rois[:, 1:], self.num_levels)
+        masks = self.paint_masks(rois, r_lvls, lvl, [f.shape[-2:] for f in ctx.student_feats],
+                                 ctx.student_feats[0].shape[0], ctx.batch_input_shape)
+        r = torch.stack(r_lvls)[lvl, torch.arange(len(lvl), device=lvl.device)]
+        return dict(rois=rois, level=lvl, r=r, masks=masks)
 
     def _soft_label(self, ctx: DistillContext) -> Tensor:
         """r-weighted KL of the R-CNN class distributions on the student's positive RoIs."""
