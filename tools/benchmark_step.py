@@ -12,10 +12,8 @@ docs/benchmarks.md.
 import argparse
 import copy
 import os.path as osp
-import platform
 import statistics
 import sys
-import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -24,24 +22,8 @@ import torch  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
 from mmkd.apis import is_distill, load_config  # noqa: E402
-
-
-def step(model, optim, batch) -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    data = model.data_preprocessor(copy.deepcopy(batch), True)
-    losses = model(**data, mode='loss')
-    loss, _ = model.parse_losses(losses)
-    optim.zero_grad()
-    loss.backward()
-    optim.step()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+from mmkd.apis.benchmark import device_name, real_batches, timed_train_step  # noqa: E402
 
 
 def main() -> None:
@@ -63,29 +45,21 @@ def main() -> None:
     plain = copy.deepcopy(kd.student).to(device).train()
     opt_kd = torch.optim.SGD(kd.parameters(), lr=1e-4, momentum=0.9)
     opt_plain = torch.optim.SGD(plain.parameters(), lr=1e-4, momentum=0.9)
-    loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
-    batches = []
-    for b in loader:
-        batches.append(b)
-        if len(batches) >= args.warmup + args.iters:
-            break
-    while len(batches) < args.warmup + args.iters:
-        batches += batches[:args.warmup + args.iters - len(batches)]
+    batches = real_batches(cfg.train_dataloader, args.warmup + args.iters)
     times = {'plain': [], 'distilled': []}
     mem = {}
     for i, batch in enumerate(batches):
         for name, model, opt in (('plain', plain, opt_plain), ('distilled', kd, opt_kd)):
             if device == 'cuda':
                 torch.cuda.reset_peak_memory_stats()
-            t = step(model, opt, batch)
+            t = timed_train_step(model, opt, batch)
             if i >= args.warmup:
                 times[name].append(t)
                 if device == 'cuda':
                     mem[name] = max(mem.get(name, 0), torch.cuda.max_memory_allocated() / 2**20)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med['distilled'] / med['plain']
-    dev = torch.cuda.get_device_name() if device == 'cuda' else \
-        f'CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)'
+    dev = device_name()
     bs = cfg.train_dataloader.batch_size
     print(f'command: python tools/benchmark_step.py {" ".join(sys.argv[1:])}')
     print(f'device: {dev}; batch size {bs}; {args.iters} timed steps after {args.warmup} warm-up')
