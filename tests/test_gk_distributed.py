@@ -1,6 +1,7 @@
 """Two gloo processes with different data end with identical prototypes."""
 import os
 import socket
+import time
 
 import torch
 import torch.distributed as dist
@@ -64,3 +65,34 @@ def test_two_processes_end_with_identical_prototypes(tmp_path):
     for k, v in single.pgm.state_dict().items():
         assert torch.equal(v, r0['offline'][k]), k
     assert r0['online']['proto_valid'].any()
+
+
+def _worker_uneven_banks(rank, port, out_dir):
+    """Only rank 0 has bank entries; the epoch-start refresh must not deadlock."""
+    os.environ['OMP_NUM_THREADS'] = '1'
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+                            world_size=2)
+    try:
+        from mmkd.models.utils import TrainProgress
+        loss = _loss('online')
+        loss.train()
+        if rank == 0:
+            ds, dt, lab = _data(0)
+            loss._bank_push(ds, dt, lab[0])
+        loss._maybe_refresh(TrainProgress(epoch=1, iter=10, max_epochs=2))
+        torch.save(loss.pgm.state_dict(), os.path.join(out_dir, f'uneven{rank}.pt'))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_refresh_with_an_empty_bank_on_one_rank_does_not_deadlock(tmp_path):
+    port = _free_port()
+    context = mp.start_processes(_worker_uneven_banks, args=(port, str(tmp_path)), nprocs=2,
+                                 join=False, start_method='spawn')
+    deadline = time.time() + 120
+    while not context.join(timeout=1):
+        assert time.time() < deadline, 'refresh deadlocked'
+    r0 = torch.load(tmp_path / 'uneven0.pt', weights_only=True)
+    r1 = torch.load(tmp_path / 'uneven1.pt', weights_only=True)
+    assert all(torch.equal(v, r1[k]) for k, v in r0.items())
+    assert r0['proto_valid'].any()

@@ -219,7 +219,9 @@ class RobustDistillingModule(BaseDistillLoss):
         interval = self.pgm_cfg['refresh_interval']
         new_epoch = progress.epoch != int(self.last_refresh_epoch) and progress.epoch > 0
         periodic = bool(interval) and progress.iter > 0 and progress.iter % int(interval) == 0
-        if (new_epoch or periodic) and int(self.bank_count.sum()) > 0:
+        # The decision depends only on the clock, never on this rank's bank: every rank must
+        # enter the collective gather together (a rank-local condition would deadlock DDP).
+        if new_epoch or periodic:
             self.refresh_from_bank()
             self.last_refresh_epoch.fill_(progress.epoch)
 
