@@ -1,7 +1,6 @@
 """Global Knowledge end to end on the tiny synthetic data: PGMHook, both modes, resume."""
 import os.path as osp
 
-import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner

@@ -2,7 +2,8 @@ from .base import BaseDistillLoss
 from .feature_imitation import FeatureImitationLoss
 from .functional import masked_sq_error, soft_label_kl
 from .roi_cls_kl import RoIClsKLLoss
+from .roi_reg_kd import RoIBoxRegKDLoss, class_deltas
 from .weight_schedule import WeightSchedule
 
-__all__ = ['BaseDistillLoss', 'FeatureImitationLoss', 'RoIClsKLLoss', 'WeightSchedule',
-           'masked_sq_error', 'soft_label_kl']
+__all__ = ['BaseDistillLoss', 'FeatureImitationLoss', 'RoIBoxRegKDLoss', 'RoIClsKLLoss',
+           'WeightSchedule', 'class_deltas', 'masked_sq_error', 'soft_label_kl']

@@ -1,0 +1,157 @@
+"""DSIG: edge matrix, node/edge losses, background mining, two-stage and RetinaNet students."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmdet.structures.bbox import bbox2roi
+from mmdet.testing import demo_mm_inputs
+
+from conftest import STUDENT_CFG, TEACHER_CFG
+from mmkd.models.methods.dsig import (edge_loss, edge_matrix, mine_hard_backgrounds,
+                                      node_loss)
+from mmkd.models.utils import MethodRecorder
+
+
+def test_edge_matrix_is_cosine_of_flattened_nodes():
+    nodes = torch.tensor([[[1.0, 0.0]], [[0.0, 2.0]], [[3.0, 3.0]]])  # (3, 1, 2)
+    c = 2 ** -0.5
+    want = torch.tensor([[1, 0, c], [0, 1, c], [c, c, 1]])
+    torch.testing.assert_close(edge_matrix(nodes), want)
+
+
+def test_edge_and_node_losses_hand_values():
+    vs = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    vt = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    c = 2 ** -0.5
+    # A_s = I; A_t off-diagonal c: 1/2 * mean of ((0, c), (c, 0))^2 = 1/2 * 2c^2/4
+    assert edge_loss(vs, vt).item() == pytest.approx(0.5 * 2 * c * c / 4)
+    assert node_loss(vs, vt).item() == pytest.approx(1 / 4)  # one squared error of 1 in 4
+    empty = torch.zeros(0, 2)
+    assert edge_loss(empty, empty).item() == 0 and node_loss(empty, empty).item() == 0
+
+
+def test_mining_picks_exactly_the_rois_over_the_threshold():
+    # teacher p(bg) for each RoI: CE = -log p(bg) >= 0.6 <=> p(bg) <= exp(-0.6) = 0.5488
+    p_bg = torch.tensor([0.9, 0.56, 0.548, 0.2, 0.5489])
+    others = (1 - p_bg) / 2
+    logits = torch.stack([others.log(), others.log(), p_bg.log()], 1)
+    assert mine_hard_backgrounds(logits, 0.6).tolist() == [False, False, True, True, False]
+
+
+def _build(losses, student=STUDENT_CFG, teacher=TEACHER_CFG):
+    return MODELS.build(dict(type='DistillDetector', student=student, teacher=teacher,
+                             teacher_ckpt=None, distill_losses=losses))
+
+
+WIDE_STUDENT = dict(config=STUDENT_CFG, neck=dict(out_channels=128),
+                    rpn_head=dict(in_channels=128, feat_channels=128),
+                    roi_head=dict(bbox_roi_extractor=dict(out_channels=128),
+                                  bbox_head=dict(in_channels=128)))
+
+
+def test_two_stage_losses_equal_a_hand_computation():
+    torch.manual_seed(0)
+    model = _build(dict(loss_dsig=dict(type='StructuredInstanceGraphLoss', edge_weight=1.0,
+                                       fg_weight=0.5, bg_weight=0.5, mining_threshold=0.0)),
+                   student=WIDE_STUDENT)
+    packed = demo_mm_inputs(2, [[3, 96, 96], [3, 96, 96]], num_items=[3, 2], num_classes=8,
+                            use_box_type=False)
+    data = model.data_preprocessor(packed, True)
+    torch.manual_seed(1)
+    got = model(**data, mode='loss')
+    torch.manual_seed(1)
+    with MethodRecorder(model.student.roi_head, 'bbox_loss') as rec:
+        model.student.loss(data['inputs'], copy.deepcopy(data['data_samples']))
+    args, _, out = rec.calls[0]
+    sres = args[1]
+    rois = bbox2roi([r.priors for r in sres])
+    t = model.teacher.roi_head._bbox_forward(model.teacher.extract_feat(data['inputs']), rois)
+    vs, vt = out['bbox_feats'], t['bbox_feats']
+    edge = fg = bg = 0.0
+    off = 0
+    for r in sres:
+        p, n = len(r.pos_priors), len(r.priors)
+        pos, neg = list(range(off, off + p)), list(range(off + p, off + n))
+        off += n
+        nodes = pos + neg  # threshold 0: every background is "hard"
+        a_s = F.normalize(vs[nodes].flatten(1), dim=1)
+        a_t = F.normalize(vt[nodes].flatten(1), dim=1)
+        edge += 0.5 * ((a_t @ a_t.t() - a_s @ a_s.t()) ** 2).mean()
+        fg += ((vs[pos] - vt[pos]) ** 2).mean()
+        bg += 7.5 * p / len(neg) * ((vs[neg] - vt[neg]) ** 2).mean()
+    scale = 2.0 / 2  # image_scale / images in the batch
+    assert got['loss_dsig_edge'].item() == pytest.approx(1.0 * scale * edge.item(), rel=1e-4)
+    assert got['loss_dsig_fg'].item() == pytest.approx(0.5 * scale * fg.item(), rel=1e-4)
+    assert got['loss_dsig_bg'].item() == pytest.approx(0.5 * scale * bg.item(), rel=1e-4)
+
+
+def test_width_mismatch_has_a_clear_error_for_one_stage():
+    retina = dict(config='mmdet::retinanet/retinanet_r18_fpn_1x_coco.py',
+                  backbone=dict(init_cfg=None), bbox_head=dict(num_classes=4))
+    wide = copy.deepcopy(retina)
+    wide['neck'] = dict(out_channels=128)
+    wide['bbox_head'].update(in_channels=128, feat_channels=128)
+    with pytest.raises(ValueError, match='same out_channels'):
+        _build(dict(loss_dsig=dict(type='StructuredInstanceGraphLoss')), student=retina,
+               teacher=wide)
+
+
+def test_retinanet_student_uses_its_post_nms_detections():
+    retina = dict(config='mmdet::retinanet/retinanet_r18_fpn_1x_coco.py',
+                  backbone=dict(init_cfg=None, base_channels=16),
+                  neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
+                  bbox_head=dict(num_classes=4, in_channels=32, feat_channels=32,
+                                 stacked_convs=1))
+    torch.manual_seed(0)
+    model = _build(dict(loss_dsig=dict(type='StructuredInstanceGraphLoss',
+                                       detections=dict(max_per_img=7))),
+                   student=retina, teacher=retina)
+    loss = model.distill_losses.loss_dsig
+    assert loss.needs == {'student_head'} and not loss.two_stage
+    packed = demo_mm_inputs(2, [[3, 128, 128], [3, 128, 96]], num_items=[3, 1], num_classes=4,
+                            use_box_type=False)
+    data = model.data_preprocessor(packed, True)
+    with MethodRecorder(loss, '_detections') as det:
+        out = model(**data, mode='loss')
+    boxes = det.calls[0][2]
+    assert len(boxes) == 2 and all(0 < len(b) <= 7 for b in boxes)
+    assert {'loss_dsig_edge', 'loss_dsig_fg'} <= set(out) and 'loss_dsig_bg' not in out
+    assert out['loss_dsig_fg'].item() > 0
+    out['loss_dsig_fg'].backward()
+    assert model.student.neck.fpn_convs[0].conv.weight.grad is not None
+
+
+def test_box_regression_kd_hand_value():
+    from mmkd.models.losses import class_deltas
+    pred = torch.arange(24.0).view(2, 12)  # 3 classes x 4 deltas
+    assert class_deltas(pred, torch.tensor([2, 0])).tolist() == [[8, 9, 10, 11], [12, 13, 14, 15]]
+    assert torch.equal(class_deltas(pred[:, :4], torch.tensor([2, 0])), pred[:, :4])
+
+
+def test_box_regression_kd_equals_hand_computation():
+    torch.manual_seed(0)
+    model = _build(dict(loss_kd_reg=dict(type='RoIBoxRegKDLoss', loss_weight=2.0)))
+    packed = demo_mm_inputs(2, [[3, 96, 96], [3, 96, 96]], num_items=[3, 2], num_classes=8,
+                            use_box_type=False)
+    data = model.data_preprocessor(packed, True)
+    torch.manual_seed(1)
+    got = model(**data, mode='loss')['loss_kd_reg']
+    torch.manual_seed(1)
+    with MethodRecorder(model.student.roi_head, 'bbox_loss') as rec:
+        model.student.loss(data['inputs'], copy.deepcopy(data['data_samples']))
+    args, _, out = rec.calls[0]
+    sres = args[1]
+    rois = bbox2roi([r.priors for r in sres])
+    idx, off = [], 0
+    for r in sres:
+        idx += list(range(off, off + len(r.pos_priors)))
+        off += len(r.priors)
+    labels = torch.cat([r.pos_gt_labels for r in sres])
+    t = model.teacher.roi_head._bbox_forward(model.teacher.extract_feat(data['inputs']),
+                                             rois[idx])['bbox_pred']
+    s_d = out['bbox_pred'][idx].view(len(idx), -1, 4)[torch.arange(len(idx)), labels]
+    t_d = t.view(len(idx), -1, 4)[torch.arange(len(idx)), labels]
+    want = 2.0 * (s_d - t_d).abs().sum() / len(rois)
+    assert got.item() == pytest.approx(want.item(), rel=1e-4)
