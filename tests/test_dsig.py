@@ -155,3 +155,44 @@ def test_box_regression_kd_equals_hand_computation():
     t_d = t.view(len(idx), -1, 4)[torch.arange(len(idx)), labels]
     want = 2.0 * (s_d - t_d).abs().sum() / len(rois)
     assert got.item() == pytest.approx(want.item(), rel=1e-4)
+
+
+def test_dense_head_kd_equals_hand_computation():
+    retina = dict(config='mmdet::retinanet/retinanet_r18_fpn_1x_coco.py',
+                  backbone=dict(init_cfg=None, base_channels=16),
+                  neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
+                  bbox_head=dict(num_classes=4, in_channels=32, feat_channels=32,
+                                 stacked_convs=1))
+    torch.manual_seed(0)
+    model = _build(dict(loss_kd_head=dict(type='DenseHeadKDLoss', cls_weight=1.0,
+                                          reg_weight=0.5)), student=retina, teacher=retina)
+    packed = demo_mm_inputs(2, [[3, 128, 128], [3, 128, 96]], num_items=[3, 1], num_classes=4,
+                            use_box_type=False)
+    data = model.data_preprocessor(packed, True)
+    got = model(**data, mode='loss')
+    inputs, samples = data['inputs'], data['data_samples']
+    with MethodRecorder(model.student.bbox_head, 'get_targets') as tgt:
+        s_out = model.student.bbox_head(model.student.extract_feat(inputs))
+        model.student.bbox_head.loss_by_feat(
+            *s_out, [d.gt_instances for d in samples], [d.metainfo for d in samples])
+    labels, weights = tgt.calls[0][2][0], tgt.calls[0][2][1]
+    t_out = model.teacher.bbox_head(model.teacher.extract_feat(inputs))
+
+    def flat(x, k):
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, k)
+
+    s_c, t_c, s_b, t_b = [], [], [], []
+    for lvl in range(len(labels)):
+        valid = weights[lvl] > 0
+        pos = valid & (labels[lvl] < 4)
+        s_c.append(flat(s_out[0][lvl], 4)[valid])
+        t_c.append(flat(t_out[0][lvl], 4)[valid])
+        s_b.append(flat(s_out[1][lvl], 4)[pos])
+        t_b.append(flat(t_out[1][lvl], 4)[pos])
+    s_c, t_c = torch.cat(s_c), torch.cat(t_c)
+    kl = (F.softmax(t_c, -1) * (F.log_softmax(t_c, -1) - F.log_softmax(s_c, -1))).sum()
+    assert got['loss_kd_head_cls'].item() == pytest.approx(kl.item() / s_c.numel(), rel=1e-4)
+    s_b, t_b = torch.cat(s_b), torch.cat(t_b)
+    assert s_b.shape[0] > 0
+    want = 0.5 * (s_b - t_b).abs().sum() / s_b.shape[0]
+    assert got['loss_kd_head_reg'].item() == pytest.approx(want.item(), rel=1e-4)

@@ -52,13 +52,18 @@ class StudentDenseTargets:
     Attributes:
         anchors: per image, per level, (N_l, 4) anchors ``x1, y1, x2, y2``.
         labels: per level, (B, N_l) assigned class; ``num_classes`` (or more) = background.
+        label_weights: per level, (B, N_l) weight of each anchor in the classification loss
+            (0 = ignored anchor).
         cls_scores: per level, (B, A * C, H, W) student classification logits.
+        bbox_preds: per level, (B, A * 4, H, W) student box deltas.
         num_classes: C.
     """
 
     anchors: List[List[Tensor]]
     labels: List[Tensor]
+    label_weights: List[Tensor]
     cls_scores: List[Tensor]
+    bbox_preds: List[Tensor]
     num_classes: int
 
     def positives(self, level: int, image: int) -> Tensor:
@@ -68,7 +73,8 @@ class StudentDenseTargets:
 
     @staticmethod
     def flat_logits(cls_score: Tensor, num_classes: int) -> Tensor:
-        """(B, A * C, H, W) -> (B, H * W * A, C), the order of the anchors and labels."""
+        """(B, A * K, H, W) -> (B, H * W * A, K), the order of the anchors and labels
+        (K = C for logits, 4 for box deltas)."""
         b = cls_score.shape[0]
         return cls_score.permute(0, 2, 3, 1).reshape(b, -1, num_classes)
 

@@ -294,7 +294,9 @@ class DistillDetector(BaseDetector):
         anchors = kwargs.get('anchor_list', args[0] if args else None)
         head = self.student.bbox_head
         return StudentDenseTargets(anchors=anchors, labels=list(out[0]),
+                                   label_weights=list(out[1]),
                                    cls_scores=list(head_rec.outputs[0][0]),
+                                   bbox_preds=list(head_rec.outputs[0][1]),
                                    num_classes=int(head.num_classes))
 
     @staticmethod

@@ -1,9 +1,10 @@
 from .base import BaseDistillLoss
+from .dense_head_kd import DenseHeadKDLoss
 from .feature_imitation import FeatureImitationLoss
 from .functional import masked_sq_error, soft_label_kl
 from .roi_cls_kl import RoIClsKLLoss
 from .roi_reg_kd import RoIBoxRegKDLoss, class_deltas
 from .weight_schedule import WeightSchedule
 
-__all__ = ['BaseDistillLoss', 'FeatureImitationLoss', 'RoIBoxRegKDLoss', 'RoIClsKLLoss',
+__all__ = ['BaseDistillLoss', 'DenseHeadKDLoss', 'FeatureImitationLoss', 'RoIBoxRegKDLoss', 'RoIClsKLLoss',
            'WeightSchedule', 'class_deltas', 'masked_sq_error', 'soft_label_kl']
