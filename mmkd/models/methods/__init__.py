@@ -1,2 +1,2 @@
 """One sub-package per published distillation method."""
-from . import dsig, global_knowledge  # noqa: F401
+from . import dsig, gid, global_knowledge  # noqa: F401
