@@ -184,3 +184,23 @@ def test_bad_settings_are_rejected():
         RobustDistillingModule(pgm=dict(mode='cached'))
     with pytest.raises(ValueError, match='levels'):
         RobustDistillingModule(boxes='gt', soft_weight=0).setup(_Det(n=5), _Det(n=4))
+
+
+def test_vectorised_bank_push_equals_a_per_instance_ring_buffer():
+    loss = RobustDistillingModule(boxes='gt', soft_weight=0.0,
+                                  pgm=dict(mode='online', bank_size=4))
+    loss.setup(_Det(c=2, n=2, k=3), _Det(c=2, n=2, k=3))
+    ref = torch.zeros(2, 3, 4, 2)
+    cnt = torch.zeros(2, 3, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    for n in (3, 7, 0, 2, 9, 1):  # 7 and 9 overflow a class's 4 slots within one step
+        lab = torch.randint(0, 3, (n, ), generator=g)
+        gs = [torch.randn(n, 2, generator=g) for _ in range(2)]
+        loss._bank_push(gs, [x * 2 for x in gs], lab)
+        for lvl in range(2):
+            for c in range(3):
+                for j in (lab == c).nonzero(as_tuple=True)[0][-4:]:
+                    ref[lvl, c, cnt[lvl, c] % 4] = gs[lvl][j]
+                    cnt[lvl, c] += 1
+    assert torch.equal(loss.bank_s, ref) and torch.equal(loss.bank_t, 2 * ref)
+    assert torch.equal(loss.bank_count, cnt)

@@ -188,16 +188,29 @@ class RobustDistillingModule(BaseDistillLoss):
 
     @torch.no_grad()
     def _bank_push(self, gs: List[Tensor], gt: List[Tensor], labels: Tensor) -> None:
-        """Write this step's GT descriptors into the per-class ring buffers."""
-        k = self.bank_s.shape[2]
+        """Write this step's GT descriptors into the per-class ring buffers (vectorised).
+
+        Each class's new instances take the next slots of its ring, in order; if a class has
+        more than ``bank_size`` new instances in one step only its last ``bank_size`` are kept.
+        """
+        n = labels.numel()
+        if n == 0:
+            return
+        k, c = self.bank_s.shape[2], self.num_classes
+        labels = labels.long()
+        counts = torch.bincount(labels, minlength=c)  # (C,)
+        order = torch.argsort(labels, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(labels)
+        rank[order] = torch.arange(n, device=labels.device) - starts[labels[order]]
+        skip = (counts - k).clamp(min=0)[labels]  # older surplus of this step's instances
+        keep = rank >= skip
+        cls, slot_rank = labels[keep], (rank - skip)[keep]
         for lvl in range(self.num_levels):
-            for c in labels.unique().tolist():
-                idx = (labels == c).nonzero(as_tuple=True)[0][-k:]
-                start = int(self.bank_count[lvl, c])
-                slots = (start + torch.arange(len(idx), device=idx.device)) % k
-                self.bank_s[lvl, c, slots] = gs[lvl][idx].to(self.bank_s)
-                self.bank_t[lvl, c, slots] = gt[lvl][idx].to(self.bank_t)
-                self.bank_count[lvl, c] += len(idx)
+            slots = (self.bank_count[lvl, cls] + slot_rank) % k
+            self.bank_s[lvl, cls, slots] = gs[lvl][keep].to(self.bank_s)
+            self.bank_t[lvl, cls, slots] = gt[lvl][keep].to(self.bank_t)
+        self.bank_count += counts.clamp(max=k)[None]
 
     @torch.no_grad()
     def refresh_from_bank(self) -> None:
