@@ -19,6 +19,12 @@ from mmengine.config import Config  # noqa: E402
 STUDENT_CFG = 'configs/synthetic/faster_rcnn_r18w16_fpn_12e_synthetic.py'
 TEACHER_CFG = 'configs/synthetic/faster_rcnn_r34w32_fpn_12e_synthetic.py'
 KD_CFG = 'configs/synthetic/kd_feat_kl_r34w32_r18w16_12e_synthetic.py'
+#: A RetinaNet small enough for CPU unit tests (4 classes, 32-channel FPN).
+TINY_RETINA = dict(config='mmdet::retinanet/retinanet_r18_fpn_1x_coco.py',
+                   backbone=dict(init_cfg=None, base_channels=16),
+                   neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
+                   bbox_head=dict(num_classes=4, in_channels=32, feat_channels=32,
+                                  stacked_convs=1))
 
 
 @pytest.fixture(scope='session')

@@ -8,7 +8,7 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox2roi
 from mmdet.testing import demo_mm_inputs
 
-from conftest import STUDENT_CFG, TEACHER_CFG
+from conftest import STUDENT_CFG, TEACHER_CFG, TINY_RETINA
 from mmkd.models.methods.dsig import (edge_loss, edge_matrix, mine_hard_backgrounds,
                                       node_loss)
 from mmkd.models.utils import MethodRecorder
@@ -99,11 +99,7 @@ def test_width_mismatch_has_a_clear_error_for_one_stage():
 
 
 def test_retinanet_student_uses_its_post_nms_detections():
-    retina = dict(config='mmdet::retinanet/retinanet_r18_fpn_1x_coco.py',
-                  backbone=dict(init_cfg=None, base_channels=16),
-                  neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
-                  bbox_head=dict(num_classes=4, in_channels=32, feat_channels=32,
-                                 stacked_convs=1))
+    retina = TINY_RETINA
     torch.manual_seed(0)
     model = _build(dict(loss_dsig=dict(type='StructuredInstanceGraphLoss',
                                        detections=dict(max_per_img=7))),
@@ -158,11 +154,7 @@ def test_box_regression_kd_equals_hand_computation():
 
 
 def test_dense_head_kd_equals_hand_computation():
-    retina = dict(config='mmdet::retinanet/retinanet_r18_fpn_1x_coco.py',
-                  backbone=dict(init_cfg=None, base_channels=16),
-                  neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
-                  bbox_head=dict(num_classes=4, in_channels=32, feat_channels=32,
-                                 stacked_convs=1))
+    retina = TINY_RETINA
     torch.manual_seed(0)
     model = _build(dict(loss_kd_head=dict(type='DenseHeadKDLoss', cls_weight=1.0,
                                           reg_weight=0.5)), student=retina, teacher=retina)

@@ -6,7 +6,7 @@ from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from torch import nn
 
-from conftest import STUDENT_CFG, TEACHER_CFG
+from conftest import STUDENT_CFG, TEACHER_CFG, TINY_RETINA
 from mmkd.models import DistillContext
 from mmkd.models.methods.gid import (GeneralInstanceDistillLoss, gi_scores, relation_loss,
                                      select_general_instances)
@@ -127,11 +127,7 @@ def _build(loss, student=STUDENT_CFG, teacher=TEACHER_CFG):
 def test_loss_step_trains_the_adapter(arch):
     torch.manual_seed(0)
     if arch == 'retinanet':
-        retina = dict(config='mmdet::retinanet/retinanet_r18_fpn_1x_coco.py',
-                      backbone=dict(init_cfg=None, base_channels=16),
-                      neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
-                      bbox_head=dict(num_classes=4, in_channels=32, feat_channels=32,
-                                     stacked_convs=1))
+        retina = TINY_RETINA
         model = _build(dict(type='GeneralInstanceDistillLoss', min_size=2), retina, retina)
         num_classes = 4
     else:

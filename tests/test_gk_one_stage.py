@@ -8,10 +8,7 @@ from mmengine.logging import MessageHub
 from mmkd.models import soft_label_kl
 from mmkd.models.utils import MethodRecorder
 
-RETINA = dict(config='mmdet::retinanet/retinanet_r18_fpn_1x_coco.py',
-              backbone=dict(init_cfg=None, base_channels=16),
-              neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
-              bbox_head=dict(num_classes=4, in_channels=32, feat_channels=32, stacked_convs=1))
+from conftest import TINY_RETINA as RETINA  # noqa: E402
 
 
 def test_retinanet_student_positive_anchor_soft_label_matches_hand_computation():

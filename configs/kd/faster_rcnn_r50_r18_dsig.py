@@ -4,12 +4,12 @@
 _base_ = [
     'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
     '../_base_/dsig_coco_ms.py',
+    '../_base_/students.py',
     '../_base_/distill_runtime.py',
 ]
 student = _base_.model
-student.backbone.update(depth=18, init_cfg=dict(type='Pretrained',
-                                                checkpoint='torchvision://resnet18'))
-student.neck.in_channels = [64, 128, 256, 512]
+student.backbone = _base_.r18_backbone
+student.neck.in_channels = _base_.r18_channels
 model = dict(
     _delete_=True,
     type='DistillDetector',

@@ -1,20 +1,14 @@
 # DSIG on the built-in data: R34w32 teacher -> R18w16 student, 12 epochs. DSIG compares pooled
 # FPN features without an adapter, so both FPNs must have the same width: this variant widens
 # the student's neck and heads to the teacher's 128 channels (the backbone stays R18w16).
-_base_ = [
-    './faster_rcnn_r18w16_fpn_12e_synthetic.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../_base_/synthetic_distill.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=dict(config='configs/synthetic/faster_rcnn_r18w16_fpn_12e_synthetic.py',
+    student=dict(_delete_=True,
+                 config='configs/synthetic/faster_rcnn_r18w16_fpn_12e_synthetic.py',
                  neck=dict(out_channels=128),
                  rpn_head=dict(in_channels=128, feat_channels=128),
                  roi_head=dict(bbox_roi_extractor=dict(out_channels=128),
                                bbox_head=dict(in_channels=128))),
-    teacher='configs/synthetic/faster_rcnn_r34w32_fpn_12e_synthetic.py',
-    teacher_ckpt='checkpoints/synthetic/faster_rcnn_r34w32_fpn_12e_synthetic.pth',
     distill_losses=dict(
         loss_dsig=dict(type='StructuredInstanceGraphLoss', edge_weight=1.0, fg_weight=0.5,
                        bg_weight=0.5)))

@@ -1,15 +1,7 @@
 # GID on the built-in data: R34w32 teacher -> R18w16 student (Faster R-CNN), 12 epochs. Objects
 # are small here, so general instances may be 4 px wide (10 px on COCO).
-_base_ = [
-    './faster_rcnn_r18w16_fpn_12e_synthetic.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../_base_/synthetic_distill.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student='configs/synthetic/faster_rcnn_r18w16_fpn_12e_synthetic.py',
-    teacher='configs/synthetic/faster_rcnn_r34w32_fpn_12e_synthetic.py',
-    teacher_ckpt='checkpoints/synthetic/faster_rcnn_r34w32_fpn_12e_synthetic.pth',
     distill_losses=dict(
         loss_gid=dict(type='GeneralInstanceDistillLoss', min_size=4, num_instances=10,
                       feat_weight=5e-3, relation_weight=40.0, cls_weight=0.1,

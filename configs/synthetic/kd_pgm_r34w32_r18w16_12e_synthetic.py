@@ -2,16 +2,8 @@
 # student, 12 epochs. Objects here are 8-96 px, so prototypes use boxes over 12 px.
 # pgm.mode='offline' runs an extra pass before each epoch (PGMHook); 'online' fills a memory
 # bank from the training steps instead:  --cfg-options model.distill_losses.loss_gk.pgm.mode=online
-_base_ = [
-    './faster_rcnn_r18w16_fpn_12e_synthetic.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../_base_/synthetic_distill.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student='configs/synthetic/faster_rcnn_r18w16_fpn_12e_synthetic.py',
-    teacher='configs/synthetic/faster_rcnn_r34w32_fpn_12e_synthetic.py',
-    teacher_ckpt='checkpoints/synthetic/faster_rcnn_r34w32_fpn_12e_synthetic.pth',
     distill_losses=dict(
         loss_gk=dict(
             type='RobustDistillingModule',
