@@ -56,7 +56,7 @@ if have_mmcv_ops; then
 else
   PYTAG="$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
   # The wheel's C++ ops are tied to the torch ABI: key the cache on torch + python versions.
-  KEY_DIR="$CACHE/torch${TORCH_VERSION}-${PYTAG}"
+  KEY_DIR="$CACHE/torch${TORCH_VERSION}-${PYTAG}$( [ "${FORCE_CUDA:-0}" = 1 ] && echo -cuda || true)"
   WHEEL=""
   if [ -n "${MMKD_MMCV_WHEEL:-}" ]; then
     [ -f "$MMKD_MMCV_WHEEL" ] || { echo "MMKD_MMCV_WHEEL=$MMKD_MMCV_WHEEL does not exist" >&2; exit 1; }
