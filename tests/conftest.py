@@ -81,6 +81,27 @@ def teacher_ckpt(tmp_path_factory) -> str:
     return path
 
 
+def student_roi_step(model, inputs, samples, seed: int):
+    """Re-run a DistillDetector's student loss with ``seed`` and return its RoI step:
+    ``(sampling_results, rois, pos_idx, roi_outputs)``, with ``pos_idx`` the row indices of the
+    positive RoIs in ``rois``. Seeded like the distiller's own step, it samples the same RoIs."""
+    import copy
+
+    from mmdet.structures.bbox import bbox2roi
+
+    from mmkd.models.utils import MethodRecorder
+    torch.manual_seed(seed)
+    with MethodRecorder(model.student.roi_head, 'bbox_loss') as rec:
+        model.student.loss(inputs, copy.deepcopy(samples))
+    args, _, out = rec.calls[0]
+    sres = args[1]
+    idx, off = [], 0
+    for r in sres:
+        idx += list(range(off, off + len(r.pos_priors)))
+        off += len(r.priors)
+    return sres, bbox2roi([r.priors for r in sres]), idx, out
+
+
 def run_tool(args: List[str], timeout: int = 600, env: dict = None) -> subprocess.CompletedProcess:
     """Run a repo tool with this interpreter; fail with its output on a non-zero exit."""
     full_env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1', **(env or {}))

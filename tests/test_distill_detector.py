@@ -6,7 +6,7 @@ import torch
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 
-from conftest import STUDENT_CFG, TEACHER_CFG
+from conftest import STUDENT_CFG, TEACHER_CFG, student_roi_step
 from mmkd.models import soft_label_kl
 from mmkd.models.utils import MethodRecorder, TeacherInputAdapter
 from mmkd.utils import CheckpointMismatchError, load_model_cfg
@@ -172,17 +172,7 @@ def test_roi_kl_equals_teacher_on_student_positive_rois(teacher_ckpt):
     inputs, samples = batch(model, num_items=(4, 2))
     torch.manual_seed(1)
     got = model(inputs, samples, mode='loss')['loss_kd_kl']
-    torch.manual_seed(1)
-    with MethodRecorder(model.student.roi_head, 'bbox_loss') as rec:
-        model.student.loss(inputs, samples)
-    args, _, out = rec.calls[0]
-    from mmdet.structures.bbox import bbox2roi
-    sres = args[1]
-    rois = bbox2roi([r.priors for r in sres])
-    idx, off = [], 0
-    for r in sres:
-        idx += list(range(off, off + len(r.pos_priors)))
-        off += len(r.priors)
+    _, rois, idx, out = student_roi_step(model, inputs, samples, seed=1)
     t_feats = model.teacher.extract_feat(inputs)
     t_logits = model.teacher.roi_head._bbox_forward(t_feats, rois[idx])['cls_score']
     want = 0.5 * soft_label_kl(out['cls_score'][idx], t_logits, 2.0)

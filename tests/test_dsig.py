@@ -5,10 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
-from mmdet.structures.bbox import bbox2roi
 from mmdet.testing import demo_mm_inputs
 
-from conftest import STUDENT_CFG, TEACHER_CFG, TINY_RETINA
+from conftest import STUDENT_CFG, TEACHER_CFG, TINY_RETINA, student_roi_step
 from mmkd.models.methods.dsig import (edge_loss, edge_matrix, mine_hard_backgrounds,
                                       node_loss)
 from mmkd.models.utils import MethodRecorder
@@ -61,12 +60,7 @@ def test_two_stage_losses_equal_a_hand_computation():
     data = model.data_preprocessor(packed, True)
     torch.manual_seed(1)
     got = model(**data, mode='loss')
-    torch.manual_seed(1)
-    with MethodRecorder(model.student.roi_head, 'bbox_loss') as rec:
-        model.student.loss(data['inputs'], copy.deepcopy(data['data_samples']))
-    args, _, out = rec.calls[0]
-    sres = args[1]
-    rois = bbox2roi([r.priors for r in sres])
+    sres, rois, _, out = student_roi_step(model, data['inputs'], data['data_samples'], seed=1)
     t = model.teacher.roi_head._bbox_forward(model.teacher.extract_feat(data['inputs']), rois)
     vs, vt = out['bbox_feats'], t['bbox_feats']
     edge = fg = bg = 0.0
@@ -134,16 +128,7 @@ def test_box_regression_kd_equals_hand_computation():
     data = model.data_preprocessor(packed, True)
     torch.manual_seed(1)
     got = model(**data, mode='loss')['loss_kd_reg']
-    torch.manual_seed(1)
-    with MethodRecorder(model.student.roi_head, 'bbox_loss') as rec:
-        model.student.loss(data['inputs'], copy.deepcopy(data['data_samples']))
-    args, _, out = rec.calls[0]
-    sres = args[1]
-    rois = bbox2roi([r.priors for r in sres])
-    idx, off = [], 0
-    for r in sres:
-        idx += list(range(off, off + len(r.pos_priors)))
-        off += len(r.priors)
+    sres, rois, idx, out = student_roi_step(model, data['inputs'], data['data_samples'], seed=1)
     labels = torch.cat([r.pos_gt_labels for r in sres])
     t = model.teacher.roi_head._bbox_forward(model.teacher.extract_feat(data['inputs']),
                                              rois[idx])['bbox_pred']

@@ -1,4 +1,5 @@
 """Two gloo processes with different data end with identical prototypes."""
+import contextlib
 import os
 import socket
 import time
@@ -26,11 +27,20 @@ def _loss(mode):
     return loss
 
 
-def _worker(rank, port, out_dir):
+@contextlib.contextmanager
+def _gloo(rank, port):
+    """A two-process gloo group for the body of the block."""
     os.environ['OMP_NUM_THREADS'] = '1'
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
                             world_size=2)
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _worker(rank, port, out_dir):
+    with _gloo(rank, port):
         offline = _loss('offline')
         offline.generate_prototypes(*_data(rank))
         online = _loss('online')
@@ -39,8 +49,6 @@ def _worker(rank, port, out_dir):
         online.refresh_from_bank()
         torch.save(dict(offline=offline.pgm.state_dict(), online=online.pgm.state_dict()),
                    os.path.join(out_dir, f'rank{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
 
 
 def _free_port():
@@ -69,10 +77,7 @@ def test_two_processes_end_with_identical_prototypes(tmp_path):
 
 def _worker_uneven_banks(rank, port, out_dir):
     """Only rank 0 has bank entries; the epoch-start refresh must not deadlock."""
-    os.environ['OMP_NUM_THREADS'] = '1'
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-                            world_size=2)
-    try:
+    with _gloo(rank, port):
         from mmkd.models.utils import TrainProgress
         loss = _loss('online')
         loss.train()
@@ -81,8 +86,6 @@ def _worker_uneven_banks(rank, port, out_dir):
             loss._bank_push(ds, dt, lab[0])
         loss._maybe_refresh(TrainProgress(epoch=1, iter=10, max_epochs=2))
         torch.save(loss.pgm.state_dict(), os.path.join(out_dir, f'uneven{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
 
 
 def test_refresh_with_an_empty_bank_on_one_rank_does_not_deadlock(tmp_path):
