@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmdet.registry import DATASETS, MODELS  # noqa: E402
+from mmdet.structures.bbox import get_box_tensor  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
@@ -99,7 +100,7 @@ def main() -> None:
             data = model.data_preprocessor(pseudo_collate([item]), False)
             inputs, samples = data['inputs'], data['data_samples']
             gt = samples[0].gt_instances
-            boxes = gt.bboxes.tensor if hasattr(gt.bboxes, 'tensor') else gt.bboxes
+            boxes = get_box_tensor(gt.bboxes)
             ctx = DistillContext(model.student, model.teacher, samples,
                                  model.student.extract_feat(inputs),
                                  model.teacher.extract_feat(model._teacher_batch(inputs, samples)))

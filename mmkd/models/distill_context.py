@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from mmdet.structures.bbox import get_box_tensor
 from torch import Tensor, nn
 
 from .utils.progress import TrainProgress
@@ -70,6 +71,17 @@ class StudentDenseTargets:
         """(N_l,) bool mask of the positive anchors of one image at one level."""
         lab = self.labels[level][image]
         return (lab >= 0) & (lab < self.num_classes)
+
+    @staticmethod
+    def check_same_anchors(student_outs: Sequence[Tensor], teacher_outs: Sequence[Tensor],
+                           who: str) -> None:
+        """Raise unless teacher and student dense-head maps match level by level (same anchors
+        per location, same classes), which anchor-by-anchor distillation needs."""
+        for l, (s, t) in enumerate(zip(student_outs, teacher_outs)):
+            if s.shape != t.shape:
+                raise ValueError(f'level {l}: student head output {tuple(s.shape)} vs teacher '
+                                 f'{tuple(t.shape)}: {who} pairs anchors, so both heads need '
+                                 'the same anchors and classes.')
 
     @staticmethod
     def flat_logits(cls_score: Tensor, num_classes: int) -> Tensor:
@@ -147,8 +159,7 @@ class DistillContext:
         """Per image, (N_i, 4) GT boxes ``x1, y1, x2, y2`` in batch-input pixels."""
         out = []
         for ds in self.data_samples:
-            b = ds.gt_instances.bboxes
-            out.append(b.tensor if hasattr(b, 'tensor') else b)
+            out.append(get_box_tensor(ds.gt_instances.bboxes))
         return out
 
     @property

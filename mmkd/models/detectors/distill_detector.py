@@ -10,7 +10,7 @@ import torch
 from mmdet.models.detectors.base import BaseDetector
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
-from mmdet.structures.bbox import bbox2roi
+from mmdet.structures.bbox import bbox2roi, get_box_tensor
 from mmengine.config import ConfigDict
 from mmengine.logging import print_log
 from torch import Tensor, nn
@@ -269,7 +269,7 @@ class DistillDetector(BaseDetector):
         dropped = 0
         for ds in batch_data_samples:
             gt = ds.gt_instances
-            b = gt.bboxes.tensor if hasattr(gt.bboxes, 'tensor') else gt.bboxes
+            b = get_box_tensor(gt.bboxes)
             if b.numel() == 0:
                 continue
             keep = torch.isfinite(b).all(1) & ((b[:, 2] - b[:, 0]) >= self.min_gt_wh) & (

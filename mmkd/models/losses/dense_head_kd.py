@@ -39,11 +39,8 @@ class DenseHeadKDLoss(BaseDistillLoss):
         t_cls, t_reg = ctx.teacher_head_outs[:2]
         c = dense.num_classes
         s_rows, t_rows, s_box, t_box = [], [], [], []
+        dense.check_same_anchors(dense.cls_scores, t_cls, 'DenseHeadKDLoss')
         for l in range(len(dense.labels)):
-            if t_cls[l].shape != dense.cls_scores[l].shape:
-                raise ValueError(f'level {l}: teacher logits {tuple(t_cls[l].shape)} vs student '
-                                 f'{tuple(dense.cls_scores[l].shape)}: DenseHeadKDLoss needs the '
-                                 'same anchors and classes in both heads.')
             valid = dense.label_weights[l] > 0  # (B, N_l)
             pos = valid & (dense.labels[l] >= 0) & (dense.labels[l] < c)
             s_rows.append(dense.flat_logits(dense.cls_scores[l], c)[valid])

@@ -1,7 +1,7 @@
 """Pool one descriptor per box from a feature map with mmcv's fused RoIAlign."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 from mmcv.ops import roi_align
@@ -27,6 +27,20 @@ def pool_box_descriptors(feat: Tensor, rois: Tensor, stride: float) -> Tensor:
         return feat.new_zeros((0, feat.shape[1]), dtype=torch.float32)
     out = roi_align(feat.float(), rois.float(), (1, 1), 1.0 / float(stride), 0, 'avg', True)
     return out.flatten(1)
+
+
+def pool_levels(feats: Sequence[Tensor], rois: Tensor, input_h: int) -> List[Tensor]:
+    """:func:`pool_box_descriptors` of the same RoIs on every level of a feature pyramid.
+
+    Args:
+        feats: L tensors (B, C, H_l, W_l).
+        rois: (N, 5) in input-image pixels.
+        input_h: height of the padded batch input; level l's stride is ``input_h / H_l``.
+
+    Returns:
+        L tensors (N, C).
+    """
+    return [pool_box_descriptors(f, rois, input_h / f.shape[-2]) for f in feats]
 
 
 def boxes_to_rois(boxes: Sequence[Tensor]) -> Tensor:

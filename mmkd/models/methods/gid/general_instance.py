@@ -29,7 +29,7 @@ from mmdet.structures.bbox import bbox_overlaps
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from ...distill_context import DistillContext
+from ...distill_context import DistillContext, StudentDenseTargets
 from ...losses.base import BaseDistillLoss, require_finite
 from ...losses.feature_imitation import neck_channels
 from ...losses.functional import soft_label_kl
@@ -118,17 +118,13 @@ class GeneralInstanceDistillLoss(BaseDistillLoss):
         head = ctx.student.bbox_head
         s_cls, s_reg = ctx.student_head_outs[:2]
         t_cls, t_reg = ctx.teacher_head_outs[:2]
-        for l, (a, b) in enumerate(zip(s_cls, t_cls)):
-            if a.shape != b.shape:
-                raise ValueError(f'level {l}: student logits {tuple(a.shape)} vs teacher '
-                                 f'{tuple(b.shape)}: GID pairs anchors, so both heads need the '
-                                 'same anchors and classes.')
+        StudentDenseTargets.check_same_anchors(s_cls, t_cls, 'GID')
         c = head.cls_out_channels
         priors = torch.cat(head.prior_generator.grid_priors(
             [x.shape[-2:] for x in s_cls], device=s_cls[0].device))
 
         def flat(xs: List[Tensor], k: int) -> Tensor:  # (B, N, k), anchors in prior order
-            return torch.cat([x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, k) for x in xs], 1)
+            return torch.cat([StudentDenseTargets.flat_logits(x, k) for x in xs], 1)
 
         sc, tc, sr, tr = flat(s_cls, c), flat(t_cls, c), flat(s_reg, 4), flat(t_reg, 4)
         gis = []
@@ -207,9 +203,7 @@ class GeneralInstanceDistillLoss(BaseDistillLoss):
         sc, tc = aux['sc'][m], aux['tc'][m].detach()
         cls = F.binary_cross_entropy_with_logits(sc.float(), tc.float().sigmoid(),
                                                  reduction='sum') / n
-        diff = aux['sr'][m].float() - aux['tr'][m].detach().float()
-        reg = (F.smooth_l1_loss(diff, torch.zeros_like(diff), beta=self.reg_beta,
-                                reduction='sum') if self.reg_beta > 0 else diff.abs().sum()) / n
+        reg = self._reg_error(aux['sr'][m], aux['tr'][m]) / n
         return cls, reg
 
     def _response_rois(self, ctx, gis, aux) -> Tuple[Tensor, Tensor]:
@@ -228,9 +222,11 @@ class GeneralInstanceDistillLoss(BaseDistillLoss):
         s_logit, t_logit = rec.cls_score[mask], t_out['cls_score'][mask]
         cls = soft_label_kl(s_logit, t_logit, 1.0, 'batchmean')
         label = t_logit[:, :-1].argmax(1)
-        diff = (class_deltas(rec.bbox_pred[mask], label).float()
-                - class_deltas(t_out['bbox_pred'][mask], label).detach().float())
-        n = int(mask.sum())
-        reg = (F.smooth_l1_loss(diff, torch.zeros_like(diff), beta=self.reg_beta,
-                                reduction='sum') if self.reg_beta > 0 else diff.abs().sum()) / n
+        reg = self._reg_error(class_deltas(rec.bbox_pred[mask], label),
+                              class_deltas(t_out['bbox_pred'][mask], label)) / int(mask.sum())
         return cls, reg
+
+    def _reg_error(self, student: Tensor, teacher: Tensor) -> Tensor:
+        """Summed smooth-L1 (beta ``reg_beta``; beta 0 is an L1) between deltas."""
+        return F.smooth_l1_loss(student.float(), teacher.detach().float(), beta=self.reg_beta,
+                                reduction='sum')

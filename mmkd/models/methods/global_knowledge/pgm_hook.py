@@ -8,13 +8,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from mmdet.registry import DATASETS, HOOKS
+from mmdet.structures.bbox import get_box_tensor
 from mmengine.dataset import pseudo_collate
 from mmengine.dist import get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import Tensor
 
-from ...utils.box_pool import boxes_to_rois, pool_box_descriptors
+from ...utils.box_pool import boxes_to_rois, pool_levels
 from .robust_distilling import RobustDistillingModule
 
 
@@ -147,8 +148,7 @@ class PGMHook(Hook):
                 inputs, samples = data['inputs'], data['data_samples']
                 boxes, labels = [], []
                 for ds in samples:
-                    b = ds.gt_instances.bboxes
-                    b = (b.tensor if hasattr(b, 'tensor') else b).float()
+                    b = get_box_tensor(ds.gt_instances.bboxes).float()
                     sf = b.new_tensor(ds.scale_factor).repeat(2)  # (w, h, w, h)
                     orig = b / sf
                     ok = ((orig[:, 2] - orig[:, 0]) > cfg['min_size']) & (
@@ -158,10 +158,9 @@ class PGMHook(Hook):
                 rois = boxes_to_rois(boxes).to(inputs.device)
                 if rois.shape[0] == 0:
                     continue
-                h_in = inputs.shape[-2]
-                s_feats = model.student.extract_feat(inputs)
-                for l, f in enumerate(s_feats):
-                    parts_s[l].append(pool_box_descriptors(f, rois, h_in / f.shape[-2]).cpu())
+                s_desc = pool_levels(model.student.extract_feat(inputs), rois, inputs.shape[-2])
+                for l, d in enumerate(s_desc):
+                    parts_s[l].append(d.cpu())
                 t_desc = self._teacher_descriptors(model, chunk, inputs, samples, rois, boxes)
                 for l in range(L):
                     parts_t[l].append(t_desc[l])
@@ -182,8 +181,7 @@ class PGMHook(Hook):
             per_img = [self._teacher_cache[i] for i in chunk]
             return [torch.cat([p[l] for p in per_img]) for l in range(len(per_img[0]))]
         t_feats = model.teacher.extract_feat(model._teacher_batch(inputs, samples))
-        h_in = inputs.shape[-2]
-        desc = [pool_box_descriptors(f, rois, h_in / f.shape[-2]).cpu() for f in t_feats]
+        desc = [d.cpu() for d in pool_levels(t_feats, rois, inputs.shape[-2])]
         offsets = np.cumsum([0] + [len(b) for b in boxes])
         for j, i in enumerate(chunk):
             self._teacher_cache[i] = [d[offsets[j]:offsets[j + 1]] for d in desc]

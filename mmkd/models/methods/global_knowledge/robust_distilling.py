@@ -32,7 +32,7 @@ from ...losses.feature_imitation import align_teacher_feat, neck_channels
 from ...losses.functional import soft_label_kl
 from ...losses.weight_schedule import WeightSchedule
 from ...utils.box_mask import paint_box_mask
-from ...utils.box_pool import boxes_to_rois, pool_box_descriptors
+from ...utils.box_pool import boxes_to_rois, pool_levels
 from .prototype_generation import PrototypeGenerationModule, robustness
 
 
@@ -261,11 +261,9 @@ class RobustDistillingModule(BaseDistillLoss):
     def _descriptors(self, ctx: DistillContext, rois: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
         """Per level, (N, Cs) student (with grad) and (N, Ct) teacher box descriptors."""
         h_in = ctx.batch_input_shape[0]
-        gs, gt = [], []
-        for s, t in zip(ctx.student_feats, ctx.teacher_feats):
-            gs.append(pool_box_descriptors(s, rois, h_in / s.shape[-2]))
-            with torch.no_grad():
-                gt.append(pool_box_descriptors(t, rois, h_in / t.shape[-2]))
+        gs = pool_levels(ctx.student_feats, rois, h_in)
+        with torch.no_grad():
+            gt = pool_levels(ctx.teacher_feats, rois, h_in)
         return gs, gt
 
     def forward(self, ctx: DistillContext) -> Dict[str, Tensor]:
@@ -383,11 +381,7 @@ class RobustDistillingModule(BaseDistillLoss):
         c = dense.num_classes
         t_cls = ctx.teacher_head_outs[0]
         s_rows, t_rows = [], []
-        for l in range(len(dense.labels)):
-            if t_cls[l].shape != dense.cls_scores[l].shape:
-                raise ValueError(f'level {l}: teacher logits {tuple(t_cls[l].shape)} and student '
-                                 f'logits {tuple(dense.cls_scores[l].shape)} differ; the soft '
-                                 'label needs the same anchors and classes in both heads.')
+        dense.check_same_anchors(dense.cls_scores, t_cls, 'the Global-Knowledge soft label')
         s_flat = [dense.flat_logits(x, c) for x in dense.cls_scores]
         t_flat = [dense.flat_logits(x, c) for x in t_cls]
         for i in range(len(ctx.data_samples)):
