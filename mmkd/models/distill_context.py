@@ -108,6 +108,10 @@ class DistillContext:
         student_head_outs: the student's dense-head outputs (one-stage students), if recorded.
         student_rois: the student's RoI step (two-stage students), if recorded.
         student_dense: the student dense head's anchors, targets and logits, if recorded.
+        batch_inputs: (B, C, H, W) the batch as the student saw it (normalised and padded by the
+            student's data_preprocessor), for losses that look at pixels.
+        teacher_inputs: callable mapping a student-normalised (B, C, H, W) tensor to the
+            teacher's input convention (see :class:`~mmkd.models.utils.TeacherInputAdapter`).
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module, data_samples: Sequence[Any],
@@ -115,7 +119,9 @@ class DistillContext:
                  teacher_feats: 'Tuple[Tensor, ...] | Callable[[], Tuple[Tensor, ...]]',
                  progress: Optional[TrainProgress] = None, student_head_outs: Any = None,
                  student_rois: Optional[StudentRoIs] = None,
-                 student_dense: Optional[StudentDenseTargets] = None) -> None:
+                 student_dense: Optional[StudentDenseTargets] = None,
+                 batch_inputs: Optional[Tensor] = None,
+                 teacher_inputs: Optional[Callable[[Tensor], Tensor]] = None) -> None:
         self.student, self.teacher = student, teacher
         self.data_samples = list(data_samples)
         self.student_feats = tuple(student_feats)
@@ -124,6 +130,8 @@ class DistillContext:
         self.student_head_outs = student_head_outs
         self.student_rois = student_rois
         self.student_dense = student_dense
+        self.batch_inputs = batch_inputs
+        self.to_teacher_inputs = teacher_inputs
         self._cache: Dict[str, Any] = {}
 
     @property

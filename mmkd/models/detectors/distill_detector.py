@@ -245,7 +245,9 @@ class DistillDetector(BaseDetector):
             progress=progress,
             student_head_outs=head_rec.outputs[0] if head_rec and head_rec.calls else None,
             student_rois=self._student_rois(roi_rec) if roi_rec else None,
-            student_dense=self._student_dense(tgt_rec, head_rec) if tgt_rec else None)
+            student_dense=self._student_dense(tgt_rec, head_rec) if tgt_rec else None,
+            batch_inputs=batch_inputs,
+            teacher_inputs=lambda x: self._teacher_batch(x, batch_data_samples))
 
         anchor = ctx.student_feats[0]
         for name, loss in self.distill_losses.items():
