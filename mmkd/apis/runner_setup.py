@@ -31,7 +31,8 @@ def is_distill(cfg: Config) -> bool:
 
 
 #: Hooks a distillation loss type needs to work at all (added when the config lacks them).
-LOSS_HOOKS = {'RobustDistillingModule': 'PGMHook'}
+LOSS_HOOKS = {'RobustDistillingModule': 'PGMHook',
+              'InstanceConditionalDistillLoss': 'ICDPriorHook'}
 
 
 def distill_loss_types(cfg: Config) -> List[str]:

@@ -13,6 +13,7 @@ from mmdet.structures import SampleList
 from mmdet.structures.bbox import bbox2roi, get_box_tensor
 from mmengine.config import ConfigDict
 from mmengine.logging import print_log
+from mmengine.optim import OptimWrapper, OptimWrapperDict
 from torch import Tensor, nn
 
 from ...utils.checkpoint import load_strict
@@ -189,6 +190,15 @@ class DistillDetector(BaseDetector):
         super().train(mode)
         self.teacher.eval()
         return self
+
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: 'OptimWrapper | OptimWrapperDict') -> Dict[str, Tensor]:
+        """mmengine's train step, also with several optimisers (an ``OptimWrapperDict`` built by
+        :class:`~mmkd.engine.DistillOptimWrapperConstructor`, e.g. ICD's AdamW for its modules)."""
+        if isinstance(optim_wrapper, OptimWrapperDict):
+            from ...engine.optim.multi_optim import train_step_multi_optim
+            return train_step_multi_optim(self, data, optim_wrapper)
+        return super().train_step(data, optim_wrapper)
 
     # ---- BaseDetector API ---------------------------------------------------------------------
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor, ...]:
