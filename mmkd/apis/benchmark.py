@@ -3,22 +3,34 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import List
+from typing import List, Optional
 
 import torch
 from mmengine.runner import Runner
 
 
-def timed_train_step(model, optim, batch) -> float:
-    """Seconds for one full training step (preprocess, forward, backward, SGD update)."""
+def timed_train_step(model, optim, batch, scaler: Optional['torch.cuda.amp.GradScaler'] = None
+                     ) -> float:
+    """Seconds for one full training step (preprocess, forward, backward, SGD update).
+
+    With a ``scaler`` (CUDA only) the forward runs under fp16 autocast and the backward and
+    update go through the scaler, as mmengine's AmpOptimWrapper does."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     data = model.data_preprocessor(copy.deepcopy(batch), True)
-    loss, _ = model.parse_losses(model(**data, mode='loss'))
-    optim.zero_grad()
-    loss.backward()
-    optim.step()
+    if scaler is None:
+        loss, _ = model.parse_losses(model(**data, mode='loss'))
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    else:
+        with torch.autocast('cuda', dtype=torch.float16):
+            loss, _ = model.parse_losses(model(**data, mode='loss'))
+        optim.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optim)
+        scaler.update()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - t0

@@ -4,13 +4,14 @@ from __future__ import annotations
 from typing import Dict, Union
 
 import torch
-from mmdet.registry import MODEL_WRAPPERS
 from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.registry import MODEL_WRAPPERS
 
 from .multi_optim import train_step_multi_optim
 
 
+# mmengine's runner looks wrappers up in its root registry (without the default scope)
 @MODEL_WRAPPERS.register_module()
 class DistillDataParallel(MMDistributedDataParallel):
     """``MMDistributedDataParallel`` whose ``train_step`` accepts an ``OptimWrapperDict``.

@@ -1,2 +1,3 @@
 """One sub-package per published distillation method."""
-from . import dsig, gid, global_knowledge  # noqa: F401
+from . import dsig, gid, global_knowledge, icd  # noqa: F401
+from . import dicod  # noqa: F401,E402  (DICOD: classifier teacher)

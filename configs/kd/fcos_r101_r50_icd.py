@@ -1,0 +1,27 @@
+# ICD for FCOS (caffe-style backbones, GN head): R101 ms 2x teacher (40.8) -> R50 student, mmdet
+# 1x recipe, AdamW for the ICD modules. Paper (AdelaiDet FCOS): 39.4 -> 42.9.
+_base_ = [
+    'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
+    '../_base_/distill_runtime.py',
+    '../_base_/icd_runtime.py',
+]
+model = dict(
+    _delete_=True,
+    type='DistillDetector',
+    student=_base_.model,
+    teacher='mmdet::fcos/fcos_r101-caffe_fpn_gn-head_ms-640-800-2x_coco.py',
+    teacher_ckpt=('checkpoints/fcos_r101_caffe_fpn_gn-head_mstrain_640-800_2x_coco-'
+                  '511424d6.pth'),
+    distill_losses=dict(
+        loss_icd=dict(type='InstanceConditionalDistillLoss', mimic_weight=8.0,
+                      max_instances=300, bypass_iters=1000, inherit=True)))
+optim_wrapper = dict(
+    _delete_=True,
+    constructor='DistillOptimWrapperConstructor',
+    student=_base_.optim_wrapper,
+    distill=_base_.icd_distill_optim)
+param_scheduler = dict(
+    _delete_=True,
+    student=_base_.param_scheduler,
+    distill=[dict(type='CosineAnnealingLR', T_max=12, by_epoch=True, begin=0, end=12,
+                  convert_to_iter_based=True)])

@@ -1,0 +1,618 @@
+"""Planning, caching and running the benchmark's trainings and evaluations.
+
+Every training and every evaluation is a fresh ``tools/train.py`` / ``tools/test.py`` (or
+``tools/train_cls_teacher.py``) subprocess. A run's folder name holds a hash of everything that
+defines it (the fully resolved config, its seed, the schedule and data options, and the
+annotation files), so:
+
+* the teacher is trained once per distinct setup and shared through
+  ``<work_dir>/cache/teacher-<hash>/`` (DICOD's classifier teacher likewise, ``cls_teacher-``);
+* a finished run (``metrics.json`` present) is skipped; a trained but untested one is only
+  tested; an interrupted one continues with ``--resume`` from its ``last_checkpoint``;
+* changing a config, the schedule or the data starts new runs instead of mixing results.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import glob
+import hashlib
+import json
+import math
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from mmengine.config import Config, DictAction
+
+from ..utils.paths import REPO_ROOT, resolve_path
+from .suite import CLS_TEACHER_CONFIG, METHODS, TEACHER_CONFIG, MethodSpec
+
+#: COCO metrics read from tools/test.py's results, in report order.
+METRIC_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75', 'coco/bbox_mAP_s',
+               'coco/bbox_mAP_m', 'coco/bbox_mAP_l')
+#: Rough seconds per training iteration on a 2-core CPU at 160 px, batch 4 (used for the first
+#: estimate only; measured rates from ``timings.json`` replace them).
+DEFAULT_SEC_PER_ITER = {'teacher': 0.5, 'student': 0.28, 'distill': 0.38, 'pgm': 0.42,
+                        'pgm_online': 0.4, 'icd': 0.5, 'dicod': 0.45, 'cls_teacher': 0.02}
+STARTUP_SECONDS = 15.0  # importing torch/mmdet and building a runner, per subprocess
+
+
+# ---- options and hashing -----------------------------------------------------------------------
+def data_options(data_root: str) -> List[str]:
+    """``--cfg-options`` pointing a synthetic-data config at the data set in ``data_root``."""
+    root = osp.abspath(data_root).rstrip('/') + '/'
+    ann = osp.join(root, 'annotations', 'instances_val.json')
+    return [f'train_dataloader.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}',
+            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+
+
+def parse_options(options: Sequence[str]) -> dict:
+    """``['a.b=1', 'c=[1,2]']`` -> ``{'a.b': 1, 'c': [1, 2]}``, parsed as ``--cfg-options``."""
+    out = {}
+    for item in options:
+        if '=' not in item:
+            raise ValueError(f'cfg option {item!r} is not of the form key=value')
+        key, value = item.split('=', 1)
+        out[key] = DictAction._parse_iterable(value)
+    return out
+
+
+_FILE_CACHE: Dict[str, Config] = {}
+
+
+def load_resolved(config: str, options: Sequence[str] = ()) -> Config:
+    """The config with ``options`` merged, as tools/train.py would see it (each file is parsed
+    once per process; the options are merged into a copy)."""
+    if config not in _FILE_CACHE:
+        _FILE_CACHE[config] = Config.fromfile(resolve_path(config, 'config'))
+    cfg = copy.deepcopy(_FILE_CACHE[config])
+    if options:
+        cfg.merge_from_dict(parse_options(options))
+    return cfg
+
+
+def _milestones(old: Sequence[int], old_epochs: int, epochs: int) -> List[int]:
+    """Milestones for ``epochs``: at 2/3 and 11/12 for mmdet's two-step shape (as
+    tools/run_main_job.sh), scaled proportionally otherwise."""
+    if len(old) == 2:
+        return [math.ceil(epochs * 2 / 3), math.ceil(epochs * 11 / 12)]
+    return [max(1, math.ceil(m * epochs / old_epochs)) for m in old]
+
+
+def _scheduler_options(prefix: str, scheds: Sequence[dict], old_epochs: int,
+                       epochs: int) -> List[str]:
+    opts = []
+    for i, s in enumerate(scheds):
+        if not s.get('by_epoch', True):
+            continue  # iteration-based warm-up keeps its length
+        key = f'{prefix}.{i}'
+        if 'milestones' in s:
+            ms = _milestones(list(s['milestones']), old_epochs, epochs)
+            opts.append(f'{key}.milestones=[{",".join(map(str, ms))}]')
+        if 'T_max' in s:
+            opts.append(f'{key}.T_max={epochs}')
+        if s.get('end') is not None:
+            opts.append(f'{key}.end={epochs}')
+        if s.get('begin', 0) >= epochs:
+            raise ValueError(f'{key} begins at epoch {s["begin"]}, after the last of {epochs} '
+                             'epochs; use more --epochs')
+    return opts
+
+
+def schedule_options(cfg: Config, epochs: int) -> List[str]:
+    """``--cfg-options`` that set a config's training length to ``epochs``, uniformly.
+
+    Sets ``train_cfg.max_epochs``, skips validation during training (every run is tested once
+    by tools/test.py afterwards), saves a checkpoint every epoch (for resume), and moves the
+    epoch-based learning-rate schedule: MultiStepLR milestones to 2/3 and 11/12 of the run,
+    ``end`` and cosine ``T_max`` to the last epoch. ``param_scheduler`` may be a list or a
+    dict of lists (one per optimiser, as ICD's ``{student: [...], distill: [...]}``).
+    """
+    if epochs < 1:
+        raise ValueError('--epochs must be at least 1')
+    old = int(cfg.train_cfg.get('max_epochs', epochs))
+    opts = [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+            f'train_cfg.val_begin={epochs + 1}',
+            'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=1']
+    sched = cfg.get('param_scheduler')
+    if isinstance(sched, dict) and 'type' not in sched:
+        for name in sorted(sched):
+            opts += _scheduler_options(f'param_scheduler.{name}', sched[name], old, epochs)
+    elif isinstance(sched, dict):
+        opts += _scheduler_options('param_scheduler', [sched], old, epochs)
+        opts = [o.replace('param_scheduler.0.', 'param_scheduler.') for o in opts]
+    elif sched:
+        opts += _scheduler_options('param_scheduler', sched, old, epochs)
+    return opts
+
+
+def _file_digest(path: str) -> str:
+    if not osp.isfile(path):
+        return 'missing'
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _model_refs(cfg: Config) -> List[str]:
+    """Config files a DistillDetector refers to by path (their text is part of the hash)."""
+    refs = []
+    for role in ('student', 'teacher'):
+        spec = cfg.model.get(role)
+        path = spec if isinstance(spec, str) else (spec or {}).get('config')
+        if isinstance(path, str) and path.endswith('.py') and not path.startswith('mmdet::'):
+            refs.append(path)
+    return refs
+
+
+def config_hash(config: str, options: Sequence[str], seed: int, extra: str = '') -> str:
+    """Stable hash of a run: its fully resolved config (with ``options``), the configs it
+    refers to, its seed, the data set's annotation files and ``extra``."""
+    cfg = load_resolved(config, options)
+    parts = [json.dumps(cfg.to_dict(), sort_keys=True, default=repr), f'seed={seed}', extra]
+    if str(cfg.get('model', {}).get('type', '')).endswith('DistillDetector'):
+        for ref in _model_refs(cfg):
+            parts.append(json.dumps(load_resolved(ref).to_dict(), sort_keys=True, default=repr))
+    ds = cfg.get('train_dataloader', {}).get('dataset', {})
+    root = ds.get('data_root', '') or ''
+    parts.append(_file_digest(osp.join(root, ds.get('ann_file', ''))))
+    parts.append(_file_digest(str(cfg.get('test_evaluator', {}).get('ann_file', ''))))
+    return hashlib.sha256('\n'.join(parts).encode()).hexdigest()
+
+
+# ---- the plan ----------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One training (+ evaluation) of the plan."""
+    name: str  # method name ('teacher', 'cls_teacher', 'student' or a distill method)
+    role: str  # 'teacher' | 'cls_teacher' | 'student' | 'distill'
+    config: str
+    seed: int
+    options: List[str]
+    work_dir: str
+    key: str
+    epochs: int
+    iters_per_epoch: int = 0
+    test_iters: int = 0
+    cls_epochs: Optional[int] = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.role in ('teacher', 'cls_teacher') else \
+            f'{self.name} seed {self.seed}'
+
+    @property
+    def final_checkpoint(self) -> str:
+        if self.role == 'cls_teacher':
+            return osp.join(self.work_dir, 'cls_teacher.pth')
+        suffix = '_student' if self.role == 'distill' else ''
+        return osp.join(self.work_dir, f'epoch_{self.epochs}{suffix}.pth')
+
+    @property
+    def metrics_file(self) -> str:
+        return osp.join(self.work_dir, 'metrics.json')
+
+    def status(self) -> str:
+        """'done', 'test' (trained, not evaluated), 'resume' (interrupted) or 'train'."""
+        if self.role == 'cls_teacher':
+            return 'done' if osp.isfile(self.final_checkpoint) else 'train'
+        if osp.isfile(self.metrics_file):
+            return 'done'
+        if osp.isfile(self.final_checkpoint):
+            return 'test'
+        if osp.isfile(osp.join(self.work_dir, 'last_checkpoint')):
+            return 'resume'
+        return 'train'
+
+    def metrics(self) -> Optional[dict]:
+        if not osp.isfile(self.metrics_file):
+            return None
+        with open(self.metrics_file) as f:
+            return json.load(f)
+
+
+@dataclass
+class Plan:
+    runs: List[Run]
+    methods: List[str]
+    seeds: List[int]
+    epochs: int
+    work_dir: str
+    data_root: str
+    extra_options: List[str] = field(default_factory=list)
+
+    def by_role(self, role: str) -> List[Run]:
+        return [r for r in self.runs if r.role == role]
+
+    @property
+    def teacher(self) -> Run:
+        return self.by_role('teacher')[0]
+
+
+def _count_images(ann_file: str) -> int:
+    try:
+        with open(ann_file) as f:
+            return len(json.load(f).get('images', []))
+    except (OSError, ValueError):
+        return 0
+
+
+def _iters(cfg: Config, split: str) -> int:
+    loader = cfg.get(f'{split}_dataloader') or {}
+    ds = loader.get('dataset', {})
+    n = _count_images(osp.join(ds.get('data_root', '') or '', ds.get('ann_file', '')))
+    return math.ceil(n / max(1, int(loader.get('batch_size', 1))))
+
+
+def _seed_options(seed: int) -> List[str]:
+    return [f'randomness.seed={seed}', 'randomness.deterministic=False']
+
+
+def split_method_options(options: Sequence[str]) -> Tuple[List[str], Dict[str, List[str]]]:
+    """Split extra ``--cfg-options`` into those for every detector run and those prefixed
+    ``METHOD:`` (``pgm:model.distill_losses.loss_gk.pgm.min_size=4``) for one method only."""
+    shared: List[str] = []
+    per_method: Dict[str, List[str]] = {}
+    for opt in options:
+        head, sep, rest = opt.partition(':')
+        if sep and '=' not in head and '.' not in head:
+            if head not in METHODS:
+                raise ValueError(f'cfg option {opt!r}: unknown method {head!r} before ":"; '
+                                 f'known: {", ".join(METHODS)}')
+            per_method.setdefault(head, []).append(rest)
+        else:
+            shared.append(opt)
+    return shared, per_method
+
+
+def build_plan(methods: Sequence[str], seeds: Sequence[int], epochs: Optional[int],
+               work_dir: str, data_root: str, extra_options: Sequence[str] = (),
+               cls_epochs: Optional[int] = None) -> Plan:
+    """All runs of a benchmark, in execution order: the teacher (seed 0, cached), DICOD's
+    classifier teacher if a method needs it, then per seed the plain student and each method.
+
+    ``extra_options`` are appended to every detector run's ``--cfg-options`` (and are part of
+    the hashes), those prefixed ``METHOD:`` to that method's runs only; ``epochs`` None keeps the teacher config's own length for every run.
+    """
+    if not seeds:
+        raise ValueError('at least one seed is needed')
+    work_dir = osp.abspath(work_dir)
+    shared, per_method = split_method_options(extra_options)
+    base = data_options(data_root) + shared
+    if epochs is None:
+        epochs = int(load_resolved(TEACHER_CONFIG, base).train_cfg.max_epochs)
+
+    def det_options(spec: MethodSpec, seed: int, more: Sequence[str] = ()) -> List[str]:
+        own = list(spec.cfg_options) + per_method.get(spec.name, [])
+        cfg = load_resolved(spec.config, base + own)
+        return base + own + schedule_options(cfg, epochs) + _seed_options(seed) + list(more)
+
+    def make(spec: MethodSpec, seed: int, folder: Optional[str], more: Sequence[str] = ()) -> Run:
+        opts = det_options(spec, seed, more)
+        key = config_hash(spec.config, opts, seed)
+        wd = folder.format(key=key[:12]) if folder else osp.join(
+            work_dir, 'runs', spec.name, f'seed{seed}-{key[:8]}')
+        cfg = load_resolved(spec.config, opts)
+        return Run(spec.name, spec.role, spec.config, seed, opts, wd, key, epochs,
+                   _iters(cfg, 'train'), _iters(cfg, 'test'))
+
+    teacher = make(METHODS['teacher'], 0, osp.join(work_dir, 'cache', 'teacher-{key}'))
+    runs = [teacher]
+    cls_run = None
+    if any(METHODS[m].cls_teacher for m in methods):
+        cls_opts = data_options(data_root) + ['cls_train_cfg.seed=0']
+        extra = f'cls_epochs={cls_epochs}'
+        key = config_hash(CLS_TEACHER_CONFIG, cls_opts, 0, extra)
+        cls_run = Run('cls_teacher', 'cls_teacher', CLS_TEACHER_CONFIG, 0, cls_opts,
+                      osp.join(work_dir, 'cache', f'cls_teacher-{key[:12]}'), key, epochs,
+                      cls_epochs=cls_epochs)
+        runs.append(cls_run)
+    for seed in seeds:
+        runs.append(make(METHODS['student'], seed, None))
+        for m in methods:
+            spec = METHODS[m]
+            ckpt = cls_run.final_checkpoint if spec.cls_teacher else teacher.final_checkpoint
+            runs.append(make(spec, seed, None, [f'model.teacher_ckpt={ckpt}']))
+    return Plan(runs, list(methods), list(seeds), epochs, work_dir, data_root,
+                list(extra_options))
+
+
+# ---- time estimates ----------------------------------------------------------------------------
+class Timings:
+    """Measured seconds per training iteration per method, kept in ``<work_dir>/timings.json``
+    for the next invocation's estimate, and a live correction factor for this one."""
+
+    def __init__(self, work_dir: str) -> None:
+        self.path = osp.join(work_dir, 'timings.json')
+        self.measured: Dict[str, float] = {}
+        if osp.isfile(self.path):
+            with open(self.path) as f:
+                self.measured = json.load(f)
+        self.factor = 1.0
+        self._ratios: List[float] = []
+
+    def sec_per_iter(self, run: Run) -> float:
+        if run.name in self.measured:
+            return self.measured[run.name]
+        default = DEFAULT_SEC_PER_ITER.get(run.name, DEFAULT_SEC_PER_ITER.get(run.role, 0.4))
+        return default * self.factor
+
+    def estimate(self, run: Run, status: Optional[str] = None) -> float:
+        """Seconds ``run`` still needs (0 when done)."""
+        status = status or run.status()
+        if status == 'done':
+            return 0.0
+        spi = self.sec_per_iter(run)
+        if run.role == 'cls_teacher':
+            return STARTUP_SECONDS + 60.0 * self.factor
+        test = STARTUP_SECONDS + 0.5 * spi * run.test_iters
+        if status == 'test':
+            return test
+        left = run.epochs
+        if status == 'resume':
+            left = max(0, run.epochs - _last_epoch(run.work_dir))
+        return STARTUP_SECONDS + spi * run.iters_per_epoch * left + test
+
+    def record(self, run: Run, seconds: float, epochs_trained: int) -> None:
+        iters = run.iters_per_epoch * epochs_trained
+        if run.role == 'cls_teacher' or iters <= 0:
+            return
+        spi = max(1e-4, (seconds - STARTUP_SECONDS) / iters)
+        guess = self.sec_per_iter(run)
+        self._ratios.append(spi / guess if guess else 1.0)
+        self.factor = sum(self._ratios) / len(self._ratios)
+        self.measured[run.name] = spi
+        os.makedirs(osp.dirname(self.path), exist_ok=True)
+        with open(self.path, 'w') as f:
+            json.dump(self.measured, f, indent=1, sort_keys=True)
+
+
+def _last_epoch(work_dir: str) -> int:
+    """The epoch of the checkpoint ``last_checkpoint`` points at (0 if unknown)."""
+    try:
+        with open(osp.join(work_dir, 'last_checkpoint')) as f:
+            name = osp.basename(f.read().strip())
+        return int(name.split('_')[1].split('.')[0])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def short_path(path: str) -> str:
+    """``path`` relative to the current directory when inside it, else absolute."""
+    rel = osp.relpath(path)
+    return path if rel.startswith('..') else rel
+
+
+def fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
+
+
+# ---- subprocesses ------------------------------------------------------------------------------
+def python_exe() -> str:
+    return sys.executable
+
+
+def _stream(cmd: List[str], log_path: str,
+            on_line: Optional[Callable[[str], None]] = None) -> int:
+    """Run ``cmd`` in the checkout, appending its output to ``log_path``; returns its exit
+    code. ``on_line`` sees every output line (for progress)."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = REPO_ROOT + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH')
+                                     else '')
+    os.makedirs(osp.dirname(log_path), exist_ok=True)
+    with open(log_path, 'a') as log:
+        log.write(f'\n$ {" ".join(cmd)}\n')
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if on_line:
+                on_line(line)
+        return proc.wait()
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def _tail(path: str, n: int = 40) -> str:
+    try:
+        with open(path) as f:
+            return ''.join(f.readlines()[-n:])
+    except OSError:
+        return ''
+
+
+def train_command(run: Run, resume: bool) -> List[str]:
+    if run.role == 'cls_teacher':
+        cmd = [python_exe(), 'tools/train_cls_teacher.py', run.config, '--work-dir', run.work_dir]
+        if run.cls_epochs is not None:
+            cmd += ['--epochs', str(run.cls_epochs)]
+        return cmd + ['--cfg-options', *run.options]
+    cmd = [python_exe(), 'tools/train.py', run.config, '--work-dir', run.work_dir]
+    if resume:
+        cmd.append('--resume')
+    return cmd + ['--cfg-options', *run.options]
+
+
+def test_command(run: Run) -> List[str]:
+    return [python_exe(), 'tools/test.py', run.config, run.final_checkpoint, '--work-dir',
+            osp.join(run.work_dir, 'test'), '--cfg-options', *run.options]
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def read_test_metrics(test_dir: str, stdout_text: str = '') -> dict:
+    """COCO metrics of the newest ``tools/test.py`` run in ``test_dir``: from the
+    ``<timestamp>/<timestamp>.json`` file mmengine writes, else from the metrics dict
+    tools/test.py prints last."""
+    found = sorted(glob.glob(osp.join(test_dir, '*', '*.json')),
+                   key=lambda p: osp.basename(osp.dirname(p)))
+    for path in reversed(found):
+        if osp.basename(path)[:-5] != osp.basename(osp.dirname(path)):
+            continue  # not mmengine's <ts>/<ts>.json
+        with open(path) as f:
+            lines = [ln for ln in f.read().splitlines() if ln.strip()]
+        for ln in reversed(lines):
+            data = json.loads(ln)
+            if METRIC_KEYS[0] in data:
+                return {k: data[k] for k in METRIC_KEYS if k in data}
+    for ln in reversed(stdout_text.splitlines()):
+        ln = ln.strip()
+        if ln.startswith('{') and METRIC_KEYS[0] in ln:
+            data = ast.literal_eval(ln)
+            return {k: data[k] for k in METRIC_KEYS if k in data}
+    raise RunFailed(f'no COCO metrics found in {test_dir} (tools/test.py output changed?)')
+
+
+class Executor:
+    """Runs a plan's unfinished runs in order, printing progress with elapsed time and ETA."""
+
+    def __init__(self, plan: Plan, printer: Callable[[str], None] = print,
+                 keep_going: bool = False, progress_every: float = 30.0) -> None:
+        self.plan = plan
+        self.print = printer
+        self.keep_going = keep_going
+        self.progress_every = progress_every
+        self.timings = Timings(plan.work_dir)
+        self.failed: List[Tuple[Run, str]] = []
+
+    def remaining(self, runs: Sequence[Run]) -> float:
+        return sum(self.timings.estimate(r) for r in runs)
+
+    def describe(self) -> List[str]:
+        """One line per run: status and estimated time, then the total."""
+        lines, total = [], 0.0
+        for i, r in enumerate(self.plan.runs, 1):
+            st = r.status()
+            est = self.timings.estimate(r, st)
+            total += est
+            what = {'done': 'done, skipped', 'test': 'trained; evaluate only',
+                    'resume': f'resume from epoch {_last_epoch(r.work_dir)}',
+                    'train': 'train + evaluate'}[st]
+            lines.append(f'  [{i}/{len(self.plan.runs)}] {r.label:<22} {what:<28} '
+                         f'~{fmt_seconds(est):>7}  {short_path(r.work_dir)}')
+        lines.append(f'  estimated time: {fmt_seconds(total)} '
+                     f'({"measured" if self.timings.measured else "default"} rates; '
+                     'refined as runs finish)')
+        return lines
+
+    def run_all(self) -> bool:
+        """Train and evaluate every unfinished run; True when all of them are done."""
+        t_start = time.time()
+        runs = self.plan.runs
+        for i, run in enumerate(runs, 1):
+            st = run.status()
+            if st == 'done':
+                continue
+            teacher_ckpt = self._missing_teacher(run)
+            if teacher_ckpt:
+                self.failed.append((run, f'teacher checkpoint {teacher_ckpt} missing'))
+                self.print(f'[{i}/{len(runs)}] {run.label}: skipped, its teacher failed')
+                continue
+            eta = self.remaining(runs[i - 1:])
+            self.print(f'[{i}/{len(runs)}] {run.label}: '
+                       f'{"evaluating" if st == "test" else "training"}... (elapsed '
+                       f'{fmt_seconds(time.time() - t_start)}, ETA {fmt_seconds(eta)})')
+            try:
+                self._do(run, st, t_start, runs[i:])
+            except RunFailed as exc:
+                self.failed.append((run, str(exc)))
+                self.print(f'[{i}/{len(runs)}] {run.label}: FAILED\n{exc}')
+                if not self.keep_going:
+                    return False
+        return not self.failed
+
+    def _missing_teacher(self, run: Run) -> Optional[str]:
+        for opt in run.options:
+            if opt.startswith('model.teacher_ckpt='):
+                path = opt.split('=', 1)[1]
+                return None if osp.isfile(path) else path
+        return None
+
+    def _do(self, run: Run, status: str, t_start: float, later: Sequence[Run]) -> None:
+        os.makedirs(run.work_dir, exist_ok=True)
+        _write_json(osp.join(run.work_dir, 'run.json'), asdict(run))
+        log = osp.join(run.work_dir, 'benchmark.log')
+        state_path = osp.join(run.work_dir, 'train_time.json')
+        state = {'seconds': 0.0}
+        if osp.isfile(state_path):
+            with open(state_path) as f:
+                state = json.load(f)
+        if status in ('train', 'resume'):
+            first_epoch = _last_epoch(run.work_dir) if status == 'resume' else 0
+            t0 = time.time()
+            rc = _stream(train_command(run, status == 'resume'), log,
+                         self._progress(run, t_start, t0, later))
+            dt = time.time() - t0
+            state['seconds'] = state.get('seconds', 0.0) + dt
+            _write_json(state_path, state)
+            if rc != 0 or not osp.isfile(run.final_checkpoint):
+                raise RunFailed(f'training exited with {rc}; log {log}; it resumes on the next '
+                                f'invocation. Last lines:\n{_tail(log)}')
+            self.timings.record(run, dt, run.epochs - first_epoch)
+        if run.role == 'cls_teacher':
+            return
+        t0 = time.time()
+        lines: List[str] = []
+        rc = _stream(test_command(run), log, lines.append)
+        if rc != 0:
+            raise RunFailed(f'tools/test.py exited with {rc}; log {log}. Last lines:\n'
+                            f'{_tail(log)}')
+        metrics = read_test_metrics(osp.join(run.work_dir, 'test'), ''.join(lines))
+        metrics.update(train_seconds=round(state.get('seconds', 0.0), 1),
+                       test_seconds=round(time.time() - t0, 1), key=run.key, seed=run.seed,
+                       name=run.name, epochs=run.epochs)
+        _write_json(run.metrics_file, metrics)
+        ap = metrics.get(METRIC_KEYS[0], float('nan')) * 100
+        self.print(f'      {run.label}: AP {ap:.1f} (train {fmt_seconds(metrics["train_seconds"])})')
+
+    def _progress(self, run: Run, t_start: float, t_run: float,
+                  later: Sequence[Run]) -> Callable[[str], None]:
+        import re
+        pat = re.compile(r'Epoch\(train\)\s*\[(\d+)\]\s*\[\s*(\d+)/(\d+)\]')
+        last = [time.time()]
+
+        def on_line(line: str) -> None:
+            m = pat.search(line)
+            if not m or time.time() - last[0] < self.progress_every:
+                return
+            last[0] = time.time()
+            ep, it, n = (int(g) for g in m.groups())
+            done = (ep - 1 + it / max(n, 1)) / max(run.epochs, 1)
+            run_left = (time.time() - t_run) * (1 - done) / max(done, 1e-6)
+            eta = run_left + self.remaining(later)
+            self.print(f'      epoch {ep}/{run.epochs} iter {it}/{n} (elapsed '
+                       f'{fmt_seconds(time.time() - t_start)}, ETA {fmt_seconds(eta)})')
+        return on_line
+
+
+def ensure_data(data_root: str, printer: Callable[[str], None] = print) -> None:
+    """Generate the built-in synthetic data set in ``data_root`` when it is missing."""
+    ann = osp.join(data_root, 'annotations', 'instances_train.json')
+    if osp.isfile(ann):
+        return
+    printer(f'generating the synthetic data set in {data_root} '
+            '(python tools/make_synthetic_data.py)...')
+    rc = subprocess.call([python_exe(), 'tools/make_synthetic_data.py', osp.abspath(data_root)],
+                         cwd=REPO_ROOT)
+    if rc != 0 or not osp.isfile(ann):
+        raise RuntimeError(f'could not generate the data in {data_root}; run '
+                           f'python tools/make_synthetic_data.py {data_root} and check its errors')

@@ -1,0 +1,190 @@
+"""DICOD: differentiable crops, the zero-background KL target, gradient paths, the classifier
+teacher tool and its checkpoint as a DistillDetector teacher."""
+import copy
+import os.path as osp
+
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmdet.testing import demo_mm_inputs
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+
+from conftest import REPO, run_tool
+from mmkd.models.methods.dicod import (CropClassifier, DICODLoss, crop_and_resize, dicod_cls_kl,
+                                       teacher_target)
+
+SSD_KD = 'configs/synthetic/kd_dicod_r18w32cls_ssd160_r18w16_12e_synthetic.py'
+FRCNN_KD = 'configs/synthetic/kd_dicod_r18w32cls_r18w16_12e_synthetic.py'
+CLS_CFG = 'configs/synthetic/cls_teacher_r18w32_synthetic.py'
+
+
+def build_kd(path: str, **loss_overrides) -> torch.nn.Module:
+    register_all_modules()
+    cfg = Config.fromfile(osp.join(REPO, path))
+    cfg.model.teacher_ckpt = None
+    cfg.model.distill_losses.loss_dicod.update(loss_overrides)
+    return MODELS.build(cfg.model)
+
+
+def batch(model, seed: int = 0):
+    torch.manual_seed(seed)
+    packed = demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_items=[3, 2], num_classes=8,
+                            use_box_type=False)
+    return model.data_preprocessor(packed, True)
+
+
+def grad_sum(module: torch.nn.Module) -> float:
+    return float(sum(p.grad.abs().sum() for p in module.parameters() if p.grad is not None))
+
+
+# ---- crop ------------------------------------------------------------------------------------
+def test_crop_equals_the_image_region():
+    img = torch.randn(2, 3, 20, 24)
+    boxes = torch.tensor([[3., 5., 11., 13.], [0., 0., 8., 8.], [16., 12., 24., 20.]])
+    crops = crop_and_resize(img, boxes, 8, torch.tensor([0, 1, 1]))
+    assert crops.shape == (3, 3, 8, 8)
+    torch.testing.assert_close(crops[0], img[0, :, 5:13, 3:11], atol=1e-5, rtol=0)
+    torch.testing.assert_close(crops[1], img[1, :, 0:8, 0:8], atol=1e-5, rtol=0)
+    torch.testing.assert_close(crops[2], img[1, :, 12:20, 16:24], atol=1e-5, rtol=0)
+    # a 2x downscale of an aligned box averages 2x2 pixel blocks (bilinear at block centres)
+    half = crop_and_resize(img[:1], torch.tensor([[4., 4., 12., 12.]]), 4)
+    want = torch.nn.functional.avg_pool2d(img[:1, :, 4:12, 4:12], 2)
+    torch.testing.assert_close(half, want, atol=1e-5, rtol=0)
+
+
+def test_crop_is_differentiable_in_the_box_and_clamped_to_the_image():
+    ramp = torch.arange(32.).repeat(1, 3, 16, 1)  # value = x + 0.5 at pixel centres - 0.5
+    box = torch.tensor([[4., 2., 12., 10.]], requires_grad=True)
+    crop = crop_and_resize(ramp, box, 4)
+    crop.mean().backward()
+    # mean of the crop = mean x of the box - 0.5, so d/dx1 = d/dx2 = 0.5 and no y dependence
+    torch.testing.assert_close(box.grad, torch.tensor([[0.5, 0.0, 0.5, 0.0]]), atol=1e-4, rtol=0)
+    # boxes reaching outside the valid image are clamped to it (padding is never sampled)
+    out = crop_and_resize(ramp, torch.tensor([[-8., 0., 8., 16.]]), 8, img_shapes=[(16, 20)])
+    inside = crop_and_resize(ramp, torch.tensor([[0., 0., 8., 16.]]), 8)
+    torch.testing.assert_close(out, inside)
+
+
+# ---- classification target -------------------------------------------------------------------
+def test_kl_target_has_zero_background_mass_and_matches_the_formula():
+    t = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    s = torch.tensor([[1.0, 0.5, 0.0, 3.0], [0.0, 0.0, 0.0, 0.0]])
+    target = teacher_target(t, 2.0)
+    assert target.shape == (2, 4)
+    assert torch.all(target[:, -1] == 0)
+    torch.testing.assert_close(target.sum(1), torch.ones(2))
+    eps = 1e-10
+    ps = torch.softmax(s / 2, 1)
+    want = ((target + eps) * ((target + eps).log() - (ps + eps).log())).sum(1)
+    torch.testing.assert_close(dicod_cls_kl(s, t, 2.0, eps), want)
+    # a student matching the target on the classes with no background mass has ~0 loss
+    s_match = torch.cat([t / 1.0, torch.full((2, 1), -1e4)], 1)
+    assert dicod_cls_kl(s_match, t, 1.0).abs().max() < 1e-5
+    with pytest.raises(ValueError, match='C \\+ 1'):
+        dicod_cls_kl(s[:, :3], t)
+
+
+# ---- gradient paths on a distillation step ---------------------------------------------------
+@pytest.mark.parametrize('path', [SSD_KD, FRCNN_KD], ids=['ssd', 'faster_rcnn'])
+def test_loc_gradient_reaches_box_regression_not_the_teacher(path):
+    model = build_kd(path, cls_weight=0.0, chunk_size=4)  # small chunks: several of them
+    data = batch(model)
+    losses = model(**data, mode='loss')
+    assert float(losses['loss_dicod_loc']) > 0 and float(losses['loss_dicod_cls']) == 0
+    model.zero_grad()
+    losses['loss_dicod_loc'].backward()
+    if getattr(model.student, 'with_roi_head', False):
+        reg, cls = model.student.roi_head.bbox_head.fc_reg, model.student.roi_head.bbox_head.fc_cls
+    else:
+        reg, cls = model.student.bbox_head.reg_convs, model.student.bbox_head.cls_convs
+    assert grad_sum(reg) > 0
+    assert grad_sum(cls) == 0
+    assert all(not p.requires_grad and p.grad is None for p in model.teacher.parameters())
+    assert not model.teacher.training and model.training
+
+
+def test_chunking_and_checkpointing_do_not_change_the_loss_or_gradients():
+    model = build_kd(SSD_KD)
+    data = batch(model, seed=1)
+    results = []
+    for chunk, ckpt in ((256, False), (3, True)):
+        for loss in model.distill_losses.values():
+            loss.chunk_size, loss.checkpoint_chunks = chunk, ckpt
+        model.zero_grad()
+        torch.manual_seed(0)
+        losses = model(**copy.deepcopy(data), mode='loss')
+        (losses['loss_dicod_loc'] + losses['loss_dicod_cls']).backward()
+        results.append((losses['loss_dicod_loc'].detach(), losses['loss_dicod_cls'].detach(),
+                        torch.cat([p.grad.flatten() for p in model.student.bbox_head.reg_convs.parameters()])))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_cls_term_needs_a_softmax_head_and_a_classifier_teacher():
+    with pytest.raises(TypeError, match='CropClassifier'):
+        DICODLoss().setup(torch.nn.Module(), torch.nn.Module())
+    register_all_modules()
+    retina = MODELS.build(dict(
+        Config.fromfile(osp.join(REPO, 'configs/synthetic/ssd160_r18w16_12e_synthetic.py')).model,
+        bbox_head=dict(type='RetinaHead', num_classes=8, in_channels=32, feat_channels=32,
+                       stacked_convs=1, anchor_generator=dict(
+                           type='AnchorGenerator', octave_base_scale=4, scales_per_octave=1,
+                           ratios=[1.0], strides=[8, 16, 32, 64]),
+                       bbox_coder=dict(type='DeltaXYWHBBoxCoder'),
+                       loss_cls=dict(type='FocalLoss', use_sigmoid=True),
+                       loss_bbox=dict(type='L1Loss')),
+        neck=dict(type='FPN', in_channels=[32, 64, 128], out_channels=32, num_outs=4),
+        train_cfg=dict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4,
+                                     min_pos_iou=0, ignore_iof_thr=-1),
+                       sampler=dict(type='PseudoSampler'), allowed_border=-1, pos_weight=-1)))
+    teacher = MODELS.build(Config.fromfile(osp.join(REPO, CLS_CFG)).model)
+    with pytest.raises(ValueError, match='cls_weight=0'):
+        DICODLoss().setup(retina, teacher)
+    DICODLoss(cls_weight=0.0).setup(retina, teacher)  # localisation only is fine
+
+
+def test_teacher_input_conversion_is_applied():
+    # a teacher trained on SSD's convention (std 1) under an ImageNet-normalised student
+    register_all_modules()
+    cfg = Config.fromfile(osp.join(REPO, SSD_KD))
+    cfg.model.teacher_ckpt = None
+    cfg.model.teacher = dict(config=CLS_CFG, data_preprocessor=dict(std=[1.0, 1.0, 1.0]))
+    model = MODELS.build(cfg.model)
+    assert not model.teacher_inputs.identity
+    x = torch.randn(1, 3, 8, 8)
+    y = model.teacher_inputs(x, [(8, 8)])
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    torch.testing.assert_close(y, x * std, atol=1e-3, rtol=1e-5)
+    losses = model(**batch(model), mode='loss')
+    assert torch.isfinite(losses['loss_dicod_loc']) and torch.isfinite(losses['loss_dicod_cls'])
+
+
+# ---- the classifier teacher tool -------------------------------------------------------------
+def test_train_cls_teacher_tool_and_its_checkpoint_loads_as_the_teacher(synthetic_data,
+                                                                         tmp_path):
+    root = synthetic_data['data_root'].rstrip('/') + '/'
+    work = tmp_path / 'cls'
+    proc = run_tool(['tools/train_cls_teacher.py', CLS_CFG, '--work-dir', str(work),
+                     '--epochs', '2', '--cfg-options',
+                     f'train_dataloader.dataset.data_root={root}',
+                     f'val_dataloader.dataset.data_root={root}',
+                     'model.backbone.base_channels=8', 'crop_cfg.crop_size=32',
+                     'cls_train_cfg.batch_size=16'], timeout=300)
+    assert '"top1"' in proc.stdout
+    ckpt = work / 'cls_teacher.pth'
+    assert ckpt.is_file() and (work / 'metrics.json').is_file()
+    # loads strictly as the DICOD teacher (same overrides as the training run)
+    register_all_modules()
+    cfg = Config.fromfile(osp.join(REPO, SSD_KD))
+    cfg.model.teacher = dict(config=CLS_CFG, backbone=dict(base_channels=8))
+    cfg.model.teacher_ckpt = str(ckpt)
+    cfg.model.distill_losses.loss_dicod.crop_size = 32
+    model = MODELS.build(cfg.model)
+    assert isinstance(model.teacher, CropClassifier)
+    saved = torch.load(str(ckpt), weights_only=True)['state_dict']
+    for k, v in model.teacher.state_dict().items():
+        torch.testing.assert_close(v, saved[k])
+    assert not any(k.startswith('teacher') for k in model.state_dict())
+    losses = model(**batch(model), mode='loss')
+    assert torch.isfinite(losses['loss_dicod_cls'])

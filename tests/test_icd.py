@@ -1,0 +1,293 @@
+"""ICD: tokens and padding masks, instances and priors, the decoder's attention, the mimicking
+and auxiliary losses against hand computations, the warm-up, the inheriting start, and the two
+optimisers through a real save/resume."""
+import json
+import math
+import os.path as osp
+import sys
+
+import pytest
+import torch
+from mmdet.models.layers import SinePositionalEncoding
+from mmdet.registry import MODELS
+from mmdet.testing import demo_mm_inputs
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+from mmengine.logging import MessageHub
+
+from conftest import REPO, STUDENT_CFG, data_options, run_tool
+from mmkd.models.methods.icd import (InstanceBatch, InstanceDecoder, InstanceEncoder,
+                                     InstancePriors, build_instances, flatten_levels,
+                                     level_padding_mask, num_slots, scale_bins,
+                                     weighted_value_mimic)
+
+ICD_CFG = 'configs/synthetic/kd_icd_r34w32_r18w16_12e_synthetic.py'
+
+
+# ---- tokens -------------------------------------------------------------------------------------
+def test_padding_masks_and_tokens_for_images_of_different_sizes():
+    batch_hw, shapes = (64, 96), [(64, 96), (40, 50)]
+    feats = [torch.randn(2, 3, 16, 24), torch.randn(2, 3, 8, 12)]  # strides 4 and 8
+    seq = flatten_levels(feats, shapes, batch_hw, SinePositionalEncoding(4, normalize=True))
+    assert seq.tokens.shape == (2, 16 * 24 + 8 * 12, 3) and seq.pos.shape == (2, 480, 8)
+    assert seq.level_sizes == ((16, 24), (8, 12))
+    # image 0 fills the batch; image 1 covers ceil(40/4) x ceil(50/4) = 10 x 13 cells at
+    # stride 4 and ceil(40/8) x ceil(50/8) = 5 x 7 at stride 8
+    assert not seq.pad_mask[0].any()
+    assert int((~seq.pad_mask[1]).sum()) == 10 * 13 + 5 * 7
+    m4 = level_padding_mask((16, 24), batch_hw, shapes, torch.device('cpu'))[1]
+    assert not m4[:10, :13].any() and m4[10:].all() and m4[:, 13:].all()
+    # tokens are the maps flattened level by level, row-major
+    assert torch.equal(seq.tokens[1, 16 * 24 + 5], feats[1][1, :, 0, 5])
+    # positions are zero on padding and normalised over the valid region only
+    assert torch.all(seq.pos[1][seq.pad_mask[1]] == 0)
+    assert torch.allclose(seq.pos[0, :16 * 24].view(16, 24, 8)[-1, -1],
+                          seq.pos[1, :16 * 24].view(16, 24, 8)[9, 12], atol=1e-4)
+
+
+# ---- instances and priors -----------------------------------------------------------------------
+def test_slot_count_and_size_bins():
+    assert [num_slots(n, 5, 100) for n in (0, 1, 3, 20, 150)] == [1, 6, 18, 100, 150]
+    assert scale_bins(torch.tensor([10., 100., 200., 400., 1000.])).argmax(1).tolist() == \
+        [0, 1, 2, 3, 4]
+
+
+def test_instances_real_first_fake_from_priors_points_inside_boxes():
+    torch.manual_seed(0)
+    priors = InstancePriors(3)
+    priors.class_freq.copy_(torch.tensor([0.0, 1.0, 0.0]))  # every fake instance is class 1
+    gt = [torch.tensor([[10., 20., 50., 60.], [0., 0., 30., 10.]]), torch.zeros(0, 4)]
+    labels = [torch.tensor([2, 0]), torch.zeros(0, dtype=torch.long)]
+    ins = build_instances(gt, labels, [(100, 200), (80, 80)], priors, neg_pos_ratio=2,
+                          max_instances=50)
+    assert ins.labels.shape == (2, 6)  # image 0: 2 real + 4 fake; image 1: 1 fake, 5 padded
+    assert ins.real.tolist() == [[True, True] + [False] * 4, [False] * 6]
+    assert ins.valid.sum(1).tolist() == [6, 1]
+    assert ins.labels[0, :2].tolist() == [2, 0] and (ins.labels[0, 2:] == 1).all()
+    assert torch.allclose(ins.boxes[0, 0], torch.tensor([0.05, 0.2, 0.25, 0.6]))
+    assert torch.allclose(ins.wh_px[0, 0], torch.tensor([40., 40.]))
+    b, p = ins.boxes[ins.valid], ins.points[ins.valid]
+    assert (p >= b[:, :2]).all() and (p <= b[:, 2:]).all()  # jitter 0.3 stays inside
+
+
+def test_priors_are_fitted_on_the_training_annotations(synthetic_data):
+    from mmdet.datasets import CocoDataset
+    from mmkd.datasets import SYNTHETIC_CLASSES
+    root = synthetic_data['data_root']
+    ds = CocoDataset(data_root=root, ann_file='annotations/instances_train.json',
+                     data_prefix=dict(img='train/'), metainfo=dict(classes=SYNTHETIC_CLASSES),
+                     pipeline=[], filter_cfg=None)
+    priors = InstancePriors(len(SYNTHETIC_CLASSES))
+    n = priors.fit(ds)
+    coco = json.load(open(osp.join(root, 'annotations/instances_train.json')))
+    names = {c['id']: c['name'] for c in coco['categories']}
+    images = {im['id']: im for im in coco['images']}
+    counts = torch.zeros(len(SYNTHETIC_CLASSES))
+    widths = {}
+    for a in coco['annotations']:
+        c = SYNTHETIC_CLASSES.index(names[a['category_id']])  # label order, not string order
+        counts[c] += 1
+        widths.setdefault(c, []).append(a['bbox'][2] / images[a['image_id']]['width'])
+    assert n == len(coco['annotations'])
+    assert torch.allclose(priors.class_freq.float(), counts / counts.sum())
+    c = max(widths, key=lambda k: len(widths[k]))
+    assert priors.wh_mean[c, 0].item() == pytest.approx(sum(widths[c]) / len(widths[c]),
+                                                        rel=1e-5)
+    assert bool(priors.fitted)
+
+
+# ---- decoder ------------------------------------------------------------------------------------
+def _decoder_inputs(seed=0, b=2, k=5, s=7, c=6):
+    torch.manual_seed(seed)
+    tokens, pos = torch.randn(b, s, c), torch.randn(b, s, 8)
+    pad = torch.zeros(b, s, dtype=torch.bool)
+    pad[1, 4:] = True
+    real = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    return torch.randn(b, k, 8), tokens, pos, pad, real
+
+
+def test_attention_weights_sum_to_the_number_of_real_instances_per_head():
+    dec = InstanceDecoder(6, embed_dims=8, num_heads=2, ffn_dims=16, pos_dims=8)
+    q, tokens, pos, pad, real = _decoder_inputs()
+    decoded, values, weight = dec(q, tokens, pos, pad, real, temperature=2.0)
+    assert decoded.shape == (2, 5, 8) and values.shape == (2, 2, 7, 4)
+    assert weight.shape == (2, 2, 7) and not weight.requires_grad
+    assert torch.allclose(weight.sum(-1), torch.tensor([[3., 3.], [1., 1.]]))
+    assert torch.all(weight[1, :, 4:] == 0)  # padded tokens get no weight
+
+
+def test_chunked_attention_matches_one_pass_values_and_gradients():
+    dec = InstanceDecoder(6, embed_dims=8, num_heads=2, ffn_dims=16, pos_dims=8)
+    outs = []
+    for chunk in (1 << 30, 1):  # one pass, then one query per chunk (checkpointed)
+        dec.chunk_bytes = chunk
+        dec.zero_grad()
+        q, tokens, pos, pad, real = _decoder_inputs()
+        q.requires_grad_(True)
+        decoded, values, weight = dec(q, tokens, pos, pad, real)
+        decoded.square().sum().backward()
+        outs.append((decoded.detach(), weight, q.grad.clone(), dec.k_proj.weight.grad.clone()))
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def _ln(v):
+    mean = sum(v) / len(v)
+    var = sum((x - mean) ** 2 for x in v) / len(v)
+    return [(x - mean) / math.sqrt(var + 1e-5) for x in v]
+
+
+def test_value_mimicking_loss_equals_a_hand_computation():
+    torch.manual_seed(1)
+    b, h, s, d = 2, 2, 3, 3
+    vs, vt = torch.randn(b, h, s, d), torch.randn(b, h, s, d)
+    m = torch.tensor([[[0.5, 1.5, 0.0], [1.0, 0.5, 0.5]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    expected = 0.0
+    for bi in range(b):
+        for hi in range(h):
+            ls = [_ln(vs[bi, hi, si].tolist()) for si in range(s)]
+            lt = [_ln(vt[bi, hi, si].tolist()) for si in range(s)]
+            total = max(sum(m[bi, hi].tolist()), 1e-6)
+            for ci in range(d):
+                num = sum(m[bi, hi, si].item() * (ls[si][ci] - lt[si][ci]) ** 2
+                          for si in range(s))
+                expected += num / total
+    expected /= b * h * d  # the image without GT adds 0 but counts in the mean
+    assert weighted_value_mimic(vs, vt, m).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_aux_losses_equal_a_hand_computation():
+    enc = InstanceEncoder(2, embed_dims=8, num_pos_feats=4)
+    ins = InstanceBatch(labels=torch.tensor([[0, 1]]),
+                        boxes=torch.tensor([[[0.1, 0.2, 0.5, 0.4], [0.0, 0.0, 0.2, 0.2]]]),
+                        points=torch.tensor([[[0.2, 0.3], [0.1, 0.1]]]),
+                        wh_px=torch.tensor([[[40., 20.], [20., 20.]]]),
+                        real=torch.tensor([[True, False]]), valid=torch.tensor([[True, True]]))
+    out = torch.tensor([[[2.0, 0.0, 0.0, 0.0, 0.0], [-1.0, 1.0, 1.0, 1.0, 1.0]]])
+
+    class Fixed(torch.nn.Module):  # fixed predictions: the aux head's weights do not matter
+        def forward(self, x):
+            return out
+
+    enc.predictor = Fixed()
+    conf, reg = enc.aux_loss(torch.zeros(1, 2, 8), ins)
+    bce = (math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(-1.0))) / 2
+    # real instance: edges (0.1, 0.1, 0.3, 0.1) over sizes (0.4, 0.2, 0.4, 0.2); sigmoid(0)=0.5
+    reg_hand = abs(0.5 - 0.1) / 0.4 + abs(0.5 - 0.1) / 0.2 + abs(0.5 - 0.3) / 0.4 + \
+        abs(0.5 - 0.1) / 0.2
+    assert conf.item() == pytest.approx(bce, rel=1e-5)
+    assert reg.item() == pytest.approx(reg_hand, rel=1e-5)
+    assert enc.descriptors(ins).shape == (1, 2, 2 + 8 + 10)
+
+
+# ---- the loss in a DistillDetector --------------------------------------------------------------
+def _model(**loss_overrides):
+    register_all_modules()
+    cfg = Config.fromfile(osp.join(REPO, ICD_CFG))
+    cfg.model.teacher_ckpt = None
+    cfg.model.distill_losses.loss_icd.update(loss_overrides)
+    return cfg, MODELS.build(cfg.model)
+
+
+def _batch(model):
+    torch.manual_seed(0)
+    packed = demo_mm_inputs(2, [[3, 96, 96], [3, 64, 96]], num_items=[3, 0], num_classes=8,
+                            use_box_type=False)
+    return model.data_preprocessor(packed, True)
+
+
+@pytest.mark.parametrize('it,flows', [(0, False), (5, True)])
+def test_student_features_are_detached_during_the_warm_up(it, flows):
+    _, model = _model(bypass_iters=5)
+    MessageHub.get_current_instance().update_info('iter', it)
+    losses = model(**_batch(model), mode='loss')
+    assert set(k for k in losses if 'icd' in k) == {'loss_icd_mimic', 'loss_icd_aux_conf',
+                                                    'loss_icd_aux_reg'}
+    losses['loss_icd_mimic'].backward()
+    neck_grad = model.student.neck.fpn_convs[0].conv.weight.grad
+    assert (neck_grad is not None and neck_grad.abs().sum() > 0) == flows
+    assert model.distill_losses.loss_icd.student_value.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_inherit_copies_the_teachers_neck_and_heads(tmp_path):
+    register_all_modules()
+    scfg = Config.fromfile(osp.join(REPO, STUDENT_CFG)).model
+    torch.manual_seed(3)
+    teacher = MODELS.build(scfg)
+    teacher.init_weights()
+    ckpt = str(tmp_path / 't.pth')
+    torch.save(dict(state_dict=teacher.state_dict()), ckpt)
+    model = MODELS.build(dict(type='DistillDetector', student=STUDENT_CFG, teacher=STUDENT_CFG,
+                              teacher_ckpt=ckpt, distill_losses=dict(loss_icd=dict(
+                                  type='InstanceConditionalDistillLoss', inherit=True))))
+    model.init_weights()  # the runner does this after building: the copies must survive
+    s, t = model.student.state_dict(), teacher.state_dict()
+    for k in ('neck.fpn_convs.0.conv.weight', 'rpn_head.rpn_conv.weight',
+              'roi_head.bbox_head.fc_cls.weight'):
+        assert torch.equal(s[k], t[k]), k
+    assert not torch.equal(s['backbone.conv1.weight'], t['backbone.conv1.weight'])
+    with pytest.raises(ValueError, match='inherit=False'):
+        _model(inherit=True)  # 64-channel student neck vs 128-channel teacher: nothing matches
+
+
+def test_icd_config_builds_two_optimisers_over_disjoint_parameters():
+    from mmengine.optim import build_optim_wrapper
+    cfg, model = _model()
+    wrappers = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert list(wrappers.keys()) == ['student', 'distill']
+    owned = {k: {id(p) for g in w.optimizer.param_groups for p in g['params']}
+             for k, w in wrappers.items()}
+    assert not owned['student'] & owned['distill']
+    assert owned['distill'] == {id(p) for p in model.distill_losses.parameters()}
+    assert owned['student'] | owned['distill'] == {id(p) for p in model.parameters()}
+    assert type(wrappers['distill'].optimizer).__name__ == 'AdamW'
+
+
+# ---- two optimisers through a real run, saved and resumed ---------------------------------------
+def _icd_args(work, data, teacher_ckpt, epochs):
+    return ['tools/train.py', ICD_CFG, '--work-dir', str(work), '--cfg-options',
+            *data_options(data), f'model.teacher_ckpt={teacher_ckpt}',
+            'model.distill_losses.loss_icd.bypass_iters=2', f'train_cfg.max_epochs={epochs}',
+            'train_cfg.val_interval=10', 'default_hooks.checkpoint.interval=1',
+            'param_scheduler.student.0.end=4', 'default_hooks.logger.interval=1']
+
+
+def test_two_optimisers_step_and_resume_exactly(tmp_path, synthetic_data, teacher_ckpt):
+    straight, split = tmp_path / 'straight', tmp_path / 'split'
+    run_tool(_icd_args(straight, synthetic_data, teacher_ckpt, 2))
+    run_tool(_icd_args(split, synthetic_data, teacher_ckpt, 1))
+    proc = run_tool(_icd_args(split, synthetic_data, teacher_ckpt, 2) + ['--resume'])
+    log = proc.stdout + proc.stderr
+    assert 'Epoch(train) [1]' not in log and 'Epoch(train) [2][4/4]' in log, log[-3000:]
+    assert 'loss_icd_mimic' in log and 'distill.lr' in log
+    a = torch.load(straight / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    b = torch.load(split / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    assert set(a['optimizer']) >= {'student', 'distill'}
+    adam = a['optimizer']['distill']['state']
+    assert adam and all(int(s['step']) == 8 for s in adam.values())  # 4 iterations x 2 epochs
+    assert any('momentum_buffer' in s for s in a['optimizer']['student']['state'].values())
+    assert set(a['param_schedulers']) == {'student', 'distill'}
+    for k, v in a['state_dict'].items():
+        assert torch.equal(v, b['state_dict'][k]), k
+    for name in ('student', 'distill'):
+        for pid, st in a['optimizer'][name]['state'].items():
+            for key, val in st.items():
+                assert torch.equal(torch.as_tensor(val),
+                                   torch.as_tensor(b['optimizer'][name]['state'][pid][key]))
+    assert any(k.startswith('distill_losses.loss_icd.priors.') for k in a['state_dict'])
+
+
+def test_two_optimisers_under_dist_train_two_cpu_processes(tmp_path, synthetic_data,
+                                                            teacher_ckpt):
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    args = _icd_args(tmp_path, synthetic_data, teacher_ckpt, 1)[1:]
+    proc = run_tool(['bash', 'tools/dist_train.sh', args[0], '2', *args[1:]],
+                    env=dict(PORT=str(port), PYTHON=sys.executable))
+    log = proc.stdout + proc.stderr
+    assert 'Distributed training: True' in log and 'Epoch(train) [1][2/2]' in log, log[-3000:]
+    ckpt = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    assert all(int(s['step']) == 2 for s in ckpt['optimizer']['distill']['state'].values())
