@@ -30,11 +30,15 @@ def test_amp_on_cpu_fails_early_with_the_fix():
         enable_amp(_cfg(STUDENT_CFG))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='AMP needs a GPU')
-def test_amp_switches_the_optim_wrapper():
+def test_amp_switches_the_optim_wrapper_or_every_wrapper_of_a_dict(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # only the config is changed
     cfg = _cfg(STUDENT_CFG)
     assert enable_amp(cfg) and cfg.optim_wrapper.type == 'AmpOptimWrapper'
     assert not enable_amp(cfg)
+    icd = _cfg('configs/synthetic/kd_icd_r34w32_r18w16_12e_synthetic.py')
+    assert enable_amp(icd)
+    assert icd.optim_wrapper.student.type == icd.optim_wrapper.distill.type == 'AmpOptimWrapper'
+    assert icd.optim_wrapper.constructor == 'DistillOptimWrapperConstructor'
 
 
 def test_both_local_rank_spellings_and_work_dir_default(monkeypatch):

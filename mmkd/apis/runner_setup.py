@@ -97,11 +97,15 @@ def enable_amp(cfg: Config) -> bool:
     if not torch.cuda.is_available():
         raise RuntimeError('--amp needs a CUDA device (mmengine\'s AmpOptimWrapper does not run '
                            'on the CPU); drop --amp on this machine.')
-    if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
-        return False
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.loss_scale = 'dynamic'
-    return True
+    ow = cfg.optim_wrapper
+    # several optimisers (DistillOptimWrapperConstructor): convert every wrapper of the dict
+    wrappers = [ow] if 'optimizer' in ow else [v for v in ow.values()
+                                                if isinstance(v, dict) and 'optimizer' in v]
+    todo = [w for w in wrappers if w.get('type', 'OptimWrapper') != 'AmpOptimWrapper']
+    for w in todo:
+        w['type'] = 'AmpOptimWrapper'
+        w['loss_scale'] = 'dynamic'
+    return bool(todo)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
