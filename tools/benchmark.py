@@ -39,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--seeds', help='comma-separated seeds (default: the preset\'s)')
     p.add_argument('--epochs', type=int, help='training length of every model (default: the '
                    'configs\' 12); lr steps at 2/3 and 11/12 of it')
+    p.add_argument('--teacher-epochs', type=int,
+                   help='training length of the teacher (default: --epochs)')
     p.add_argument('--cls-epochs', type=int,
                    help='epochs of DICOD\'s classifier teacher (default: its config\'s)')
     p.add_argument('--work-dir', default='work_dirs/benchmark')
@@ -75,11 +77,11 @@ def main(argv=None) -> int:
         print(f'note: no data in {args.data} yet (generated on the first real run)')
     print(f'mmkd benchmark, preset {args.preset} ({preset.description}); planning...')
     plan = build_plan(methods, seeds, epochs, args.work_dir, args.data, args.cfg_options,
-                      args.cls_epochs)
+                      args.cls_epochs, args.teacher_epochs)
     ex = Executor(plan)
     print(f'{len(plan.runs)} runs (teacher, then per seed the plain student and '
           f'{len(methods)} method(s); seeds {",".join(map(str, seeds))}), {plan.epochs} epochs '
-          f'each; work dir {short_path(plan.work_dir)}')
+          f'each (teacher {plan.teacher.epochs}); work dir {short_path(plan.work_dir)}')
     for line in ex.describe():
         print(line)
     if args.dry_run:

@@ -276,12 +276,14 @@ def split_method_options(options: Sequence[str]) -> Tuple[List[str], Dict[str, L
 
 def build_plan(methods: Sequence[str], seeds: Sequence[int], epochs: Optional[int],
                work_dir: str, data_root: str, extra_options: Sequence[str] = (),
-               cls_epochs: Optional[int] = None) -> Plan:
+               cls_epochs: Optional[int] = None, teacher_epochs: Optional[int] = None) -> Plan:
     """All runs of a benchmark, in execution order: the teacher (seed 0, cached), DICOD's
     classifier teacher if a method needs it, then per seed the plain student and each method.
 
     ``extra_options`` are appended to every detector run's ``--cfg-options`` (and are part of
-    the hashes), those prefixed ``METHOD:`` to that method's runs only; ``epochs`` None keeps the teacher config's own length for every run.
+    the hashes), those prefixed ``METHOD:`` to that method's runs only. ``epochs`` None keeps
+    the teacher config's own length (12) for every run; ``teacher_epochs`` (default:
+    ``epochs``) trains the teacher longer than the students (a fully trained teacher).
     """
     if not seeds:
         raise ValueError('at least one seed is needed')
@@ -291,18 +293,21 @@ def build_plan(methods: Sequence[str], seeds: Sequence[int], epochs: Optional[in
     if epochs is None:
         epochs = int(load_resolved(TEACHER_CONFIG, base).train_cfg.max_epochs)
 
-    def det_options(spec: MethodSpec, seed: int, more: Sequence[str] = ()) -> List[str]:
+    teacher_epochs = teacher_epochs or epochs
+
+    def det_options(spec: MethodSpec, seed: int, ep: int, more: Sequence[str]) -> List[str]:
         own = list(spec.cfg_options) + per_method.get(spec.name, [])
         cfg = load_resolved(spec.config, base + own)
-        return base + own + schedule_options(cfg, epochs) + _seed_options(seed) + list(more)
+        return base + own + schedule_options(cfg, ep) + _seed_options(seed) + list(more)
 
     def make(spec: MethodSpec, seed: int, folder: Optional[str], more: Sequence[str] = ()) -> Run:
-        opts = det_options(spec, seed, more)
+        ep = teacher_epochs if spec.role == 'teacher' else epochs
+        opts = det_options(spec, seed, ep, more)
         key = config_hash(spec.config, opts, seed)
         wd = folder.format(key=key[:12]) if folder else osp.join(
             work_dir, 'runs', spec.name, f'seed{seed}-{key[:8]}')
         cfg = load_resolved(spec.config, opts)
-        return Run(spec.name, spec.role, spec.config, seed, opts, wd, key, epochs,
+        return Run(spec.name, spec.role, spec.config, seed, opts, wd, key, ep,
                    _iters(cfg, 'train'), _iters(cfg, 'test'))
 
     teacher = make(METHODS['teacher'], 0, osp.join(work_dir, 'cache', 'teacher-{key}'))
@@ -506,8 +511,9 @@ class Executor:
             total += est
             what = {'done': 'done, skipped', 'test': 'trained; evaluate only',
                     'resume': f'resume from epoch {_last_epoch(r.work_dir)}',
-                    'train': 'train + evaluate'}[st]
-            lines.append(f'  [{i}/{len(self.plan.runs)}] {r.label:<22} {what:<28} '
+                    'train': 'train' if r.role == 'cls_teacher' else 'train + evaluate'}[st]
+            idx = f'[{i}/{len(self.plan.runs)}]'
+            lines.append(f'  {idx:<8} {r.label:<20} {what:<26} '
                          f'~{fmt_seconds(est):>7}  {short_path(r.work_dir)}')
         lines.append(f'  estimated time: {fmt_seconds(total)} '
                      f'({"measured" if self.timings.measured else "default"} rates; '
@@ -569,6 +575,11 @@ class Executor:
                                 f'invocation. Last lines:\n{_tail(log)}')
             self.timings.record(run, dt, run.epochs - first_epoch)
         if run.role == 'cls_teacher':
+            info = osp.join(run.work_dir, 'metrics.json')
+            if osp.isfile(info):
+                with open(info) as f:
+                    top1 = json.load(f).get('top1', float('nan'))
+                self.print(f'      {run.label}: val crop top-1 {100 * top1:.1f} %')
             return
         t0 = time.time()
         lines: List[str] = []
