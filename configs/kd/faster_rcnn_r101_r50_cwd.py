@@ -3,16 +3,7 @@
 # 1.x's cwd_fpn_frcnn_r101_frcnn_r50_1x_coco.py (tau 1, loss_weight 10, all five FPN levels),
 # whose README reports no result for it.
 #   bash tools/dist_train.sh configs/kd/faster_rcnn_r101_r50_cwd.py 8
-_base_ = [
-    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../_base_/pairs/faster_rcnn_r101_r50_2x.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
-    teacher_ckpt=('checkpoints/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_'
-                  '20200504_210455-1d2dac9c.pth'),
     distill_losses=dict(
         loss_cwd=dict(type='ChannelWiseDistillLoss', tau=1.0, loss_weight=10.0)))

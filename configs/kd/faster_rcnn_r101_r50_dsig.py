@@ -3,17 +3,10 @@
 # 40.57. Weights of the R50<-R101 config: edge 1.0, fg 0.5, bg 0.5. Checkpoints: checkpoints/README.md.
 #   bash tools/dist_train.sh configs/kd/faster_rcnn_r101_r50_dsig.py 8
 _base_ = [
-    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+    '../_base_/pairs/faster_rcnn_r101_r50_1x.py',
     '../_base_/dsig_coco_ms.py',
-    '../_base_/distill_runtime.py',
 ]
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
-    teacher_ckpt=('checkpoints/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_'
-                  '20200504_210455-1d2dac9c.pth'),
     distill_losses=dict(
         loss_dsig=dict(type='StructuredInstanceGraphLoss', edge_weight=1.0, fg_weight=0.5,
                        bg_weight=0.5, bg_alpha=7.5, mining_threshold=0.6, image_scale=2.0)))

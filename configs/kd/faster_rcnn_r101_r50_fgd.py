@@ -6,17 +6,8 @@
 # R101 -> R50 number. The official runs also initialise the student's neck and heads from the
 # teacher ("inheriting"); that is not done here.
 #   bash tools/dist_train.sh configs/kd/faster_rcnn_r101_r50_fgd.py 8
-_base_ = [
-    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../_base_/pairs/faster_rcnn_r101_r50_2x.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
-    teacher_ckpt=('checkpoints/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_'
-                  '20200504_210455-1d2dac9c.pth'),
     distill_losses=dict(
         loss_fgd=dict(type='FGDLoss', temperature=0.5, alpha_fg=5e-5, beta_bg=2.5e-5,
                       gamma_attn=5e-5, lambda_global=5e-7, levels=[0, 1, 2, 3])))

@@ -2,17 +2,10 @@
 # (8 GPUs x 2 images) for the detector, AdamW for the ICD modules. Paper (detectron2, R101 3x
 # teacher at 42.0, multi-scale): 37.9 -> 40.9. docs/methods/icd.md lists what differs here.
 _base_ = [
-    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
-    '../_base_/distill_runtime.py',
+    '../_base_/pairs/faster_rcnn_r101_r50_1x.py',
     '../_base_/icd_runtime.py',
 ]
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
-    teacher_ckpt=('checkpoints/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_'
-                  '20200504_210455-1d2dac9c.pth'),
     distill_losses=dict(
         loss_icd=dict(type='InstanceConditionalDistillLoss', mimic_weight=3.0,
                       max_instances=100, bypass_iters=1000, inherit=True)))

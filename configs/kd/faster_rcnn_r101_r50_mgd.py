@@ -5,17 +5,8 @@
 # alpha_mgd 5e-7 and lambda_mgd 0.45 on FPN levels 0-3 (P2-P5); those are used here. No
 # published R101 -> R50 number.
 #   bash tools/dist_train.sh configs/kd/faster_rcnn_r101_r50_mgd.py 8
-_base_ = [
-    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../_base_/pairs/faster_rcnn_r101_r50_2x.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
-    teacher_ckpt=('checkpoints/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_'
-                  '20200504_210455-1d2dac9c.pth'),
     distill_losses=dict(
         loss_mgd=dict(type='MGDLoss', mask_ratio=0.45, levels=[0, 1, 2, 3], loss_weight=5e-7)))
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))

@@ -6,20 +6,9 @@
 # and trains 24 more epochs; to do the same add
 #   --cfg-options model.student_ckpt=checkpoints/faster_rcnn_r50_fpn_2x_coco_bbox_mAP-0.384_20200504_210434-a5d8aa15.pth
 # Checkpoints: checkpoints/README.md.
-_base_ = [
-    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
-    '../_base_/distill_runtime.py',
-]
-teacher_ckpt = ('checkpoints/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_'
-                '20200504_210455-1d2dac9c.pth')
-student_ckpt = None
+_base_ = '../_base_/pairs/faster_rcnn_r101_r50_2x.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
-    teacher_ckpt=teacher_ckpt,
-    student_ckpt=student_ckpt,
+    student_ckpt=None,
     distill_losses=dict(
         loss_gk=dict(
             type='RobustDistillingModule',

@@ -2,16 +2,7 @@
 # schedule, 8 GPUs x 2 images. MMRazor 1.x README (configs/distill/mmdet/pkd), same pair and
 # schedule: 38.4 -> 40.3. Its config: PKDLoss with loss_weight 6 on FPN levels 0-3 (P2-P5).
 #   bash tools/dist_train.sh configs/kd/faster_rcnn_r101_r50_pkd.py 8
-_base_ = [
-    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../_base_/pairs/faster_rcnn_r101_r50_2x.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
-    teacher_ckpt=('checkpoints/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_'
-                  '20200504_210455-1d2dac9c.pth'),
     distill_losses=dict(
         loss_pkd=dict(type='PKDLoss', levels=[0, 1, 2, 3], loss_weight=6.0)))

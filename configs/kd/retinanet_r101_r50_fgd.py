@@ -5,16 +5,8 @@
 # (37.4 -> 40.7) uses an X101-64x4d teacher; it gives no R101 -> R50 number. The official runs
 # also initialise the student's neck and head from the teacher; that is not done here.
 #   bash tools/dist_train.sh configs/kd/retinanet_r101_r50_fgd.py 8
-_base_ = [
-    'mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../_base_/pairs/retinanet_r101_r50_2x.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
-    teacher_ckpt='checkpoints/retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth',
     distill_losses=dict(
         loss_fgd=dict(type='FGDLoss', temperature=0.5, alpha_fg=1e-3, beta_bg=5e-4,
                       gamma_attn=5e-4, lambda_global=5e-6)))

@@ -3,16 +3,8 @@
 # Paper abstract: 36.2 -> 39.1. lambda_f 5e-3 and lambda_r 40 (code defaults), lambda_cls 0.1,
 # lambda_reg 1.0 with an L1 (experiment configs). Checkpoints: checkpoints/README.md.
 #   bash tools/dist_train.sh configs/kd/retinanet_r101_r50_gid.py 8
-_base_ = [
-    'mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../_base_/pairs/retinanet_r101_r50_2x.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
-    teacher_ckpt='checkpoints/retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth',
     distill_losses=dict(
         loss_gid=dict(type='GeneralInstanceDistillLoss', score_mode='max_diff', pre_topk=3000,
                       min_size=10, nms_iou=0.3, num_instances=10, feat_weight=5e-3,

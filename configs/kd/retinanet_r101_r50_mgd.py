@@ -4,16 +4,8 @@
 # teacher, 37.4 -> 41.0 (MGD det/README.md), alpha_mgd 2e-5, lambda_mgd 0.65 on all five FPN
 # levels (P3-P7); those are used here. No published R101 -> R50 number.
 #   bash tools/dist_train.sh configs/kd/retinanet_r101_r50_mgd.py 8
-_base_ = [
-    'mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../_base_/pairs/retinanet_r101_r50_2x.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
-    teacher_ckpt='checkpoints/retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth',
     distill_losses=dict(
         loss_mgd=dict(type='MGDLoss', mask_ratio=0.65, loss_weight=2e-5)))
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))

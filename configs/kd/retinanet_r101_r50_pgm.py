@@ -2,19 +2,10 @@
 # 2x schedule, 8 GPUs x 2 images. Paper table: 37.4 -> 39.8 (no config was released; the
 # one-stage choices are in docs/methods/global_knowledge.md). Checkpoints: checkpoints/README.md.
 #   bash tools/dist_train.sh configs/kd/retinanet_r101_r50_pgm.py 8
-_base_ = [
-    'mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
-    '../_base_/distill_runtime.py',
-]
-teacher_ckpt = 'checkpoints/retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth'
-student_ckpt = None  # the converged student, as the paper: retinanet_r50_fpn_2x_coco_20200131-fdb43119.pth
+_base_ = '../_base_/pairs/retinanet_r101_r50_2x.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
-    teacher_ckpt=teacher_ckpt,
-    student_ckpt=student_ckpt,
+    # the converged student, as the paper: retinanet_r50_fpn_2x_coco_20200131-fdb43119.pth
+    student_ckpt=None,
     distill_losses=dict(
         loss_gk=dict(
             type='RobustDistillingModule',

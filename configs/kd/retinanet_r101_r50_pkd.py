@@ -3,15 +3,7 @@
 # uses an X101-64x4d teacher (41.0), 37.4 -> 40.8, with loss_weight 10 on FPN levels 0-3
 # (P3-P6) and lr 0.01 (configs/distill/mmdet/pkd); those settings are used here.
 #   bash tools/dist_train.sh configs/kd/retinanet_r101_r50_pkd.py 8
-_base_ = [
-    'mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
-    '../_base_/distill_runtime.py',
-]
+_base_ = '../_base_/pairs/retinanet_r101_r50_2x.py'
 model = dict(
-    _delete_=True,
-    type='DistillDetector',
-    student=_base_.model,
-    teacher='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
-    teacher_ckpt='checkpoints/retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth',
     distill_losses=dict(
         loss_pkd=dict(type='PKDLoss', levels=[0, 1, 2, 3], loss_weight=10.0)))
