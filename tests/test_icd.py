@@ -291,3 +291,20 @@ def test_two_optimisers_under_dist_train_two_cpu_processes(tmp_path, synthetic_d
     assert 'Distributed training: True' in log and 'Epoch(train) [1][2/2]' in log, log[-3000:]
     ckpt = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu', weights_only=False)
     assert all(int(s['step']) == 2 for s in ckpt['optimizer']['distill']['state'].values())
+
+
+def test_optimiser_dict_long_form_and_errors():
+    from mmkd.engine import DistillOptimWrapperConstructor
+    _, model = _model()
+    sgd = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01))
+    adam = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4),
+                params=['distill_losses.loss_icd.encoder'])
+    wrappers = DistillOptimWrapperConstructor(dict(student=sgd, aux=adam))(model)
+    assert list(wrappers.keys()) == ['student', 'aux']
+    enc = {id(p) for p in model.distill_losses.loss_icd.encoder.parameters()}
+    student = {id(p) for g in wrappers['student'].optimizer.param_groups for p in g['params']}
+    assert not enc & student and {id(p) for p in model.student.parameters()} <= student
+    with pytest.raises(KeyError, match='no module named'):
+        DistillOptimWrapperConstructor(dict(student=sgd, aux=dict(adam, params=['nope'])))(model)
+    with pytest.raises(ValueError, match='exactly one wrapper'):
+        DistillOptimWrapperConstructor(dict(a=sgd, b=sgd))

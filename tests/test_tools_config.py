@@ -37,7 +37,7 @@ def test_amp_switches_the_optim_wrapper_or_every_wrapper_of_a_dict(monkeypatch):
     assert not enable_amp(cfg)
     icd = _cfg('configs/synthetic/kd_icd_r34w32_r18w16_12e_synthetic.py')
     assert enable_amp(icd)
-    assert icd.optim_wrapper.student.type == icd.optim_wrapper.distill.type == 'AmpOptimWrapper'
+    assert icd.optim_wrapper.type == icd.optim_wrapper.distill.type == 'AmpOptimWrapper'
     assert icd.optim_wrapper.constructor == 'DistillOptimWrapperConstructor'
 
 

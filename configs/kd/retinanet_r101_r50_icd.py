@@ -14,13 +14,7 @@ model = dict(
     distill_losses=dict(
         loss_icd=dict(type='InstanceConditionalDistillLoss', mimic_weight=8.0,
                       max_instances=300, bypass_iters=1000, inherit=True)))
-optim_wrapper = dict(
-    _delete_=True,
-    constructor='DistillOptimWrapperConstructor',
-    student=_base_.optim_wrapper,
-    distill=_base_.icd_distill_optim)
-param_scheduler = dict(
-    _delete_=True,
-    student=_base_.param_scheduler,
-    distill=[dict(type='CosineAnnealingLR', T_max=12, by_epoch=True, begin=0, end=12,
-                  convert_to_iter_based=True)])
+optim_wrapper = dict(constructor='DistillOptimWrapperConstructor',
+                     distill=_base_.icd_distill_optim)
+param_scheduler = dict(_delete_=True, student=_base_.param_scheduler,
+                       distill=_base_.icd_distill_schedule_12e)

@@ -98,9 +98,10 @@ def enable_amp(cfg: Config) -> bool:
         raise RuntimeError('--amp needs a CUDA device (mmengine\'s AmpOptimWrapper does not run '
                            'on the CPU); drop --amp on this machine.')
     ow = cfg.optim_wrapper
-    # several optimisers (DistillOptimWrapperConstructor): convert every wrapper of the dict
-    wrappers = [ow] if 'optimizer' in ow else [v for v in ow.values()
-                                                if isinstance(v, dict) and 'optimizer' in v]
+    # several optimisers (DistillOptimWrapperConstructor): convert every wrapper, the
+    # top-level one (if any) and each value that is a wrapper config
+    wrappers = ([ow] if 'optimizer' in ow else []) + [
+        v for v in ow.values() if isinstance(v, dict) and 'optimizer' in v]
     todo = [w for w in wrappers if w.get('type', 'OptimWrapper') != 'AmpOptimWrapper']
     for w in todo:
         w['type'] = 'AmpOptimWrapper'

@@ -38,19 +38,36 @@ class DistillOptimWrapperConstructor:
     * ``params``: module names (as in ``model.named_modules()``) whose parameters this wrapper
       optimises. Exactly one wrapper has no ``params``: it takes every trainable parameter the
       others do not claim (the student). A wrapper may carry its own ``paramwise_cfg``.
-    * Wrapper order is config order; the first one drives backward (and the AMP loss scale).
+    * Short form: when ``optim_wrapper`` keeps its usual single-optimiser keys (``type``,
+      ``optimizer``, ``clip_grad``, ``paramwise_cfg``...), those make the ``student`` wrapper
+      and every key holding a wrapper config adds one more. A config inheriting an mmdet
+      recipe then only adds ``constructor`` and, say, ``distill=dict(...)``.
+    * Wrapper order is config order (``student`` first in the short form); the first one
+      drives backward (and the AMP loss scale).
     * ``param_scheduler`` may then be a dict with the same keys, one schedule per optimiser.
 
     Args:
-        optim_wrapper_cfg: ``{name: wrapper config}`` as above.
-        paramwise_cfg: must be None (give each wrapper its own).
+        optim_wrapper_cfg: ``{name: wrapper config}``, or the short form above.
+        paramwise_cfg: the ``student`` wrapper's, in the short form; None otherwise (give each
+            wrapper its own).
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Union[dict, None] = None) -> None:
-        if paramwise_cfg:
+        cfgs = dict(optim_wrapper_cfg)
+        scope = cfgs.pop('_scope_', None)  # added by mmengine for `mmdet::` bases
+        if 'optimizer' in cfgs:  # short form: the top-level keys are the student's wrapper
+            extra = {k: dict(v) for k, v in cfgs.items()
+                     if isinstance(v, dict) and 'optimizer' in v}
+            student = {k: v for k, v in cfgs.items() if k not in extra}
+            if scope is not None:
+                student['_scope_'] = scope
+            if paramwise_cfg:
+                student['paramwise_cfg'] = paramwise_cfg
+            cfgs = {'student': student, **extra}
+        elif paramwise_cfg:
             raise ValueError('DistillOptimWrapperConstructor: put paramwise_cfg inside each '
                              'optimiser wrapper (e.g. optim_wrapper.student.paramwise_cfg).')
-        cfgs = {k: dict(v) for k, v in optim_wrapper_cfg.items()}
+        cfgs = {k: dict(v) if isinstance(v, dict) else v for k, v in cfgs.items()}
         bad = [k for k, v in cfgs.items() if 'optimizer' not in v]
         if bad or not cfgs:
             raise ValueError(
