@@ -14,9 +14,9 @@ from conftest import REPO, run_tool
 from mmkd.models.methods.dicod import (CropClassifier, DICODLoss, crop_and_resize, dicod_cls_kl,
                                        teacher_target)
 
-SSD_KD = 'configs/synthetic/kd_dicod_r18w32cls_ssd160_r18w16_12e_synthetic.py'
-FRCNN_KD = 'configs/synthetic/kd_dicod_r18w32cls_r18w16_12e_synthetic.py'
-CLS_CFG = 'configs/synthetic/cls_teacher_r18w32_synthetic.py'
+SSD_KD = 'configs/synthetic/kd_dicod_r18w16cls_ssd160_r18w16_12e_synthetic.py'
+FRCNN_KD = 'configs/synthetic/kd_dicod_r18w16cls_r18w16_12e_synthetic.py'
+CLS_CFG = 'configs/synthetic/cls_teacher_r18w16_synthetic.py'
 
 
 def build_kd(path: str, **loss_overrides) -> torch.nn.Module:
@@ -188,3 +188,36 @@ def test_train_cls_teacher_tool_and_its_checkpoint_loads_as_the_teacher(syntheti
     assert not any(k.startswith('teacher') for k in model.state_dict())
     losses = model(**batch(model), mode='loss')
     assert torch.isfinite(losses['loss_dicod_cls'])
+
+
+@pytest.mark.parametrize('path,normaliser', [(SSD_KD, 'positives'), (FRCNN_KD, 'sampled RoIs')],
+                         ids=['ssd', 'faster_rcnn'])
+def test_terms_are_divided_by_the_detectors_own_classification_normaliser(path, normaliser,
+                                                                          monkeypatch):
+    """SSD: the number of positives (the paper); R-CNN: the number of sampled RoIs, which its
+    own losses average over (dividing by the positives collapsed an R-CNN head in training)."""
+    import mmkd.models.methods.dicod.dicod_loss as dl
+    seen = {}
+    real_kl = dl.dicod_cls_kl
+
+    def spy_kl(*args, **kwargs):  # the real function; keep its per-row output
+        seen['rows'] = real_kl(*args, **kwargs)
+        return seen['rows']
+
+    monkeypatch.setattr(dl, 'dicod_cls_kl', spy_kl)
+    model = build_kd(path, loc_weight=0.0)
+    loss = next(iter(model.distill_losses.values()))
+    real_roi = loss._roi_positives
+    if loss.two_stage:
+        def spy_roi(ctx):
+            seen['sampled'] = int(ctx.student_rois.rois.shape[0])
+            return real_roi(ctx)
+        monkeypatch.setattr(loss, '_roi_positives', spy_roi)
+    out = model(**batch(model), mode='loss')['loss_dicod_cls']
+    n_rows = seen['rows'].numel()
+    assert n_rows > 0
+    norm = seen['sampled'] if normaliser == 'sampled RoIs' else n_rows
+    if normaliser == 'sampled RoIs':
+        assert norm > n_rows  # negatives are sampled too
+    expected = loss.cls_weight * loss.temperature ** 2 * seen['rows'].sum() / norm
+    torch.testing.assert_close(out, expected)

@@ -5,7 +5,7 @@
 CONFIG holds ``model`` (a ``CropClassifier``), the detection data set's ``train_dataloader`` /
 ``val_dataloader`` (only their ``data_root``, ``ann_file``, ``data_prefix.img`` and
 ``metainfo.classes`` are used), ``crop_cfg`` and ``cls_train_cfg``; see
-``configs/synthetic/cls_teacher_r18w32_synthetic.py``. Every annotated object (not crowd, at
+``configs/synthetic/cls_teacher_r18w16_synthetic.py``. Every annotated object (not crowd, at
 least ``crop_cfg.min_size`` px) is cut out with the same differentiable crop-and-resize DICOD
 uses at distillation time, at ``crop_cfg.crop_size``, after normalising the image with the
 model's ``data_preprocessor`` (so the classifier learns exactly the input convention a
@@ -204,7 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
         cfg.merge_from_dict(args.cfg_options)
     if 'crop_cfg' not in cfg or 'cls_train_cfg' not in cfg:
         raise KeyError('the config needs crop_cfg and cls_train_cfg; see '
-                       'configs/synthetic/cls_teacher_r18w32_synthetic.py')
+                       'configs/synthetic/cls_teacher_r18w16_synthetic.py')
     crop, tr = dict(cfg.crop_cfg), dict(cfg.cls_train_cfg)
     if args.epochs is not None:
         tr['epochs'] = args.epochs

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 SYN = 'configs/synthetic'
 TEACHER_CONFIG = f'{SYN}/faster_rcnn_r34w32_fpn_12e_synthetic.py'
 STUDENT_CONFIG = f'{SYN}/faster_rcnn_r18w16_fpn_12e_synthetic.py'
-CLS_TEACHER_CONFIG = f'{SYN}/cls_teacher_r18w32_synthetic.py'
+CLS_TEACHER_CONFIG = f'{SYN}/cls_teacher_r18w16_synthetic.py'
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ _LIST = [
     MethodSpec('dsig', f'{SYN}/kd_dsig_r34w32_r18w16_12e_synthetic.py',
                label='DSIG (student neck widened to 128 ch)'),
     MethodSpec('gid', f'{SYN}/kd_gid_r34w32_r18w16_12e_synthetic.py', label='GID'),
-    MethodSpec('dicod', f'{SYN}/kd_dicod_r18w32cls_r18w16_12e_synthetic.py', cls_teacher=True,
+    MethodSpec('dicod', f'{SYN}/kd_dicod_r18w16cls_r18w16_12e_synthetic.py', cls_teacher=True,
                label='DICOD (R18w32 crop-classifier teacher)'),
     MethodSpec('pkd', f'{SYN}/kd_pkd_r34w32_r18w16_12e_synthetic.py', label='PKD'),
     MethodSpec('cwd', f'{SYN}/kd_cwd_r34w32_r18w16_12e_synthetic.py', label='CWD'),

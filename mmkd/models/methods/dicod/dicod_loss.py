@@ -5,14 +5,20 @@ student's input image, cut with a differentiable crop-and-resize (:mod:`.crop`):
 
 * classification: every GT box is cropped (no grad) and classified by the teacher; each positive
   anchor (one-stage) or positive RoI (two-stage) inherits the logits of its assigned GT. Loss:
-  ``T^2 * sum_pos sum_c (p_t + eps) (log(p_t + eps) - log(p_s + eps)) / N_pos`` with
+  ``T^2 * sum_pos sum_c (p_t + eps) (log(p_t + eps) - log(p_s + eps)) / N`` with
   ``p_s = softmax(z_s / T)`` over the student's C + 1 outputs and
   ``p_t = [softmax(z_t / T), 0]``: the teacher puts no mass on background;
 * localisation: the predicted box of every positive and its GT box are cropped, then compared
   as pixels pooled to 4x4 (L1 / (3*4*4)) and as the teacher's stem features pooled to 8x8
-  (L1 / (C_stem*8*8)); ``sum_pos (pix + stem) / N_pos``. The gradient flows through the crop
+  (L1 / (C_stem*8*8)); ``sum_pos (pix + stem) / N``. The gradient flows through the crop
   into the predicted box, i.e. into the student's box regression, and through the frozen
   teacher's stem for the predicted crops (GT crops run under no_grad).
+
+``N`` is the detector's own classification normaliser: the number of positives for one-stage
+students (SSD's ``avg_factor``, as the paper), the number of sampled RoIs for two-stage students
+(what the R-CNN head averages its losses over). Dividing an R-CNN's KL by its ~20 positives
+instead made the term ~100x stronger per positive than the head's own cross-entropy; on the
+built-in data that collapsed the student's RoI head to constant scores (0.0 AP).
 
 Crops are cut from the batch in the *teacher's* input convention
 (``ctx.to_teacher_inputs(ctx.batch_inputs)``): the teacher's data_preprocessor declares it.
@@ -77,12 +83,16 @@ class Positives:
         gt_index: (P,) index of its assigned GT in the batch's concatenated GT boxes.
         cls_logits: (P, C + 1) student logits, or None when the head is not a softmax head.
         pred_boxes: (P, 4) decoded predicted boxes (pixels), carrying the graph.
+        avg_factor: what both terms are divided by: the detector's own classification
+            normaliser (one-stage: the number of positives, SSD's ``avg_factor``; two-stage:
+            the number of sampled RoIs, the R-CNN head's).
     """
 
     batch_idx: Tensor
     gt_index: Tensor
     cls_logits: Optional[Tensor]
     pred_boxes: Tensor
+    avg_factor: int = 0
 
 
 @MODELS.register_module()
@@ -225,8 +235,11 @@ class DICODLoss(BaseDistillLoss):
         priors = torch.cat([get_box_tensor(res.pos_priors) for res in rec.sampling_results])
         deltas = class_deltas(rec.bbox_pred[idx], rec.pos_labels)
         boxes = head.bbox_coder.decode(priors, deltas)
-        return self._pack(bidx, gidx, [rec.cls_score[idx]], [boxes], rec.cls_score,
-                          softmax=rec.cls_score.shape[1] == head.num_classes + 1)
+        pos = self._pack(bidx, gidx, [rec.cls_score[idx]], [boxes], rec.cls_score,
+                         softmax=rec.cls_score.shape[1] == head.num_classes + 1)
+        # the R-CNN head averages its own losses over all sampled RoIs, not over positives
+        pos.avg_factor = int(rec.rois.shape[0])
+        return pos
 
     @staticmethod
     def _pack(bidx: List[Tensor], gidx: List[Tensor], logits: List[Tensor],
@@ -236,8 +249,10 @@ class DICODLoss(BaseDistillLoss):
             empty = torch.zeros(0, dtype=torch.long, device=dev)
             return Positives(empty, empty, like.new_zeros(0, like.shape[-1]) if softmax else None,
                              like.new_zeros(0, 4))
-        return Positives(torch.cat(bidx), torch.cat(gidx),
-                         torch.cat(logits) if softmax else None, torch.cat(boxes))
+        pos = Positives(torch.cat(bidx), torch.cat(gidx),
+                        torch.cat(logits) if softmax else None, torch.cat(boxes))
+        pos.avg_factor = int(pos.batch_idx.numel())
+        return pos
 
     # ---- teacher side ----------------------------------------------------------------------
     def _crops(self, images: Tensor, boxes: Tensor, bidx: Tensor, shapes: list) -> Tensor:
@@ -293,7 +308,8 @@ class DICODLoss(BaseDistillLoss):
             t_logits = torch.cat(gt_logits)[inverse]
             per_row = dicod_cls_kl(pos.cls_logits, t_logits, self.temperature, self.eps)
             out['cls'] = require_finite(
-                self.cls_weight * self.temperature ** 2 * per_row.sum() / n_pos, 'DICOD cls')
+                self.cls_weight * self.temperature ** 2 * per_row.sum() / pos.avg_factor,
+                'DICOD cls')
 
         if self.loc_weight > 0:
             gt_pix_all, gt_stem_all = torch.cat(gt_pix), torch.cat(gt_stem)
@@ -310,5 +326,5 @@ class DICODLoss(BaseDistillLoss):
                 l_pix = (pix - gt_pix_all[g]).abs().flatten(1).mean(1)
                 l_stem = (stem - gt_stem_all[g]).abs().flatten(1).mean(1)
                 total = total + (l_pix + l_stem).sum()
-            out['loc'] = require_finite(self.loc_weight * total / n_pos, 'DICOD loc')
+            out['loc'] = require_finite(self.loc_weight * total / pos.avg_factor, 'DICOD loc')
         return out
