@@ -10,6 +10,6 @@ from .roi_cls_kl import RoIClsKLLoss
 from .roi_reg_kd import RoIBoxRegKDLoss, class_deltas
 from .weight_schedule import WeightSchedule
 
-__all__ = ['BaseDistillLoss', 'DenseHeadKDLoss', 'FeatureImitationLoss', 'RoIBoxRegKDLoss', 'RoIClsKLLoss',
+__all__ = ['BaseDistillLoss', 'ChannelWiseDistillLoss', 'DenseHeadKDLoss', 'FGDLoss',
+           'FeatureImitationLoss', 'MGDLoss', 'PKDLoss', 'RoIBoxRegKDLoss', 'RoIClsKLLoss',
            'WeightSchedule', 'class_deltas', 'masked_sq_error', 'soft_label_kl']
-__all__ += ['ChannelWiseDistillLoss', 'FGDLoss', 'MGDLoss', 'PKDLoss']

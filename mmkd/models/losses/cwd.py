@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..distill_context import DistillContext
 from .base import BaseDistillLoss, require_finite
 from .functional import soft_label_kl
-from .pkd import conv1x1_adapters, level_pairs, resolve_levels, resolve_neck_channels
+from .fpn_levels import conv1x1_adapters, level_pairs, resolve_levels, resolve_neck_channels
 
 
 @MODELS.register_module()
@@ -69,12 +69,8 @@ class ChannelWiseDistillLoss(BaseDistillLoss):
     def forward(self, ctx: DistillContext) -> Tensor:
         """Sum over the used levels of the per-channel KL, times tau**2, / (B * C) (scalar)."""
         total = ctx.student_feats[0].new_zeros((), dtype=torch.float32)
-        for j, _, s, t in level_pairs('ChannelWiseDistillLoss', ctx, self.levels):
-            if self.adapters is not None:
-                s = self.adapters[j](s)
-            if s.shape[1] != t.shape[1]:
-                raise ValueError(f'ChannelWiseDistillLoss: {s.shape[1]} student vs '
-                                 f"{t.shape[1]} teacher channels; set adapter='conv1x1'.")
+        for j, _, s, t in level_pairs('ChannelWiseDistillLoss', ctx, self.levels, self.adapters,
+                                      fix="set adapter='conv1x1'"):
             hw = s.shape[2] * s.shape[3]
             # rows = (b, c) pairs, "classes" = positions: batchmean divides by B * C
             total = total + soft_label_kl(s.reshape(-1, hw), t.reshape(-1, hw), self.tau,

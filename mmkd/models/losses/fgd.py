@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..distill_context import DistillContext
 from ..utils.box_mask import paint_batch_masks
 from .base import BaseDistillLoss, require_finite
-from .pkd import conv1x1_adapters, level_pairs, resolve_levels, resolve_neck_channels
+from .fpn_levels import conv1x1_adapters, level_pairs, resolve_levels, resolve_neck_channels
 
 
 def fgd_masks(batch_boxes: Sequence[Tensor], feat: Tensor,
@@ -157,13 +157,8 @@ class FGDLoss(BaseDistillLoss):
         zero = ctx.student_feats[0].new_zeros((), dtype=torch.float32)
         fg_sum, bg_sum, attn_sum, glob_sum = zero, zero, zero, zero
         boxes = ctx.gt_bboxes
-        for j, _, s, t in level_pairs('FGDLoss', ctx, self.levels):
-            if self.align is not None:
-                s = self.align[j](s)
-            if s.shape[1] != t.shape[1]:
-                raise ValueError(f'FGDLoss: {s.shape[1]} student vs {t.shape[1]} teacher '
-                                 'channels; set student_channels/teacher_channels to the '
-                                 'neck channels so setup builds the alignment.')
+        for j, _, s, t in level_pairs('FGDLoss', ctx, self.levels, self.align,
+                                      fix='set student_channels/teacher_channels to the neck channels so setup builds the alignment'):
             b = s.shape[0]
             s32, t32 = s.float(), t.float()
             fg, bg = fgd_masks(boxes, s, ctx.batch_input_shape)

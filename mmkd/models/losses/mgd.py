@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..distill_context import DistillContext
 from .base import BaseDistillLoss, require_finite
-from .pkd import conv1x1_adapters, level_pairs, resolve_levels, resolve_neck_channels
+from .fpn_levels import conv1x1_adapters, level_pairs, resolve_levels, resolve_neck_channels
 
 
 def generation_block(channels: int) -> nn.Sequential:
@@ -78,13 +78,8 @@ class MGDLoss(BaseDistillLoss):
             raise RuntimeError('MGDLoss.setup(student, teacher) was not called; it builds the '
                                'generation blocks (DistillDetector calls it).')
         total = ctx.student_feats[0].new_zeros((), dtype=torch.float32)
-        for j, _, s, t in level_pairs('MGDLoss', ctx, self.levels):
-            if self.align is not None:
-                s = self.align[j](s)
-            if s.shape[1] != t.shape[1]:
-                raise ValueError(f'MGDLoss: {s.shape[1]} student vs {t.shape[1]} teacher '
-                                 'channels; set student_channels/teacher_channels to the '
-                                 'neck channels so setup builds the alignment.')
+        for j, _, s, t in level_pairs('MGDLoss', ctx, self.levels, self.align,
+                                      fix='set student_channels/teacher_channels to the neck channels so setup builds the alignment'):
             gen = self.generation[j](s * random_keep_mask(s, self.mask_ratio))
             total = total + (gen.float() - t.float()).pow(2).sum() / s.shape[0]
         return require_finite(total, 'MGDLoss')

@@ -1,12 +1,7 @@
-"""PKD: FPN imitation after per-channel standardisation (Pearson-correlation distillation).
-
-Also holds the small per-level helpers the peer feature losses (PKD, CWD, FGD, MGD) share:
-resolving the neck channels and the used levels in ``setup``, and pairing student/teacher maps
-level by level in ``forward``.
-"""
+"""PKD: FPN imitation after per-channel standardisation (Pearson-correlation distillation)."""
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 from mmdet.registry import MODELS
@@ -14,59 +9,7 @@ from torch import Tensor, nn
 
 from ..distill_context import DistillContext
 from .base import BaseDistillLoss, require_finite
-from .feature_imitation import align_teacher_feat, neck_channels
-
-
-def resolve_neck_channels(loss_name: str, student: nn.Module, teacher: nn.Module,
-                          student_channels: Optional[int],
-                          teacher_channels: Optional[int]) -> Tuple[int, int]:
-    """(C_s, C_t): the given values, else the necks' ``out_channels``; raises if unknown."""
-    cs = student_channels or neck_channels(student)
-    ct = teacher_channels or neck_channels(teacher)
-    if cs is None or ct is None:
-        raise ValueError(f'{loss_name} could not read the neck channels of the models; set '
-                         'student_channels and teacher_channels in its config.')
-    return int(cs), int(ct)
-
-
-def resolve_levels(loss_name: str, student: nn.Module,
-                   levels: Optional[Sequence[int]]) -> List[int]:
-    """The FPN level indices a loss uses: ``levels``, else all ``neck.num_outs`` levels."""
-    if levels is not None:
-        out = [int(l) for l in levels]
-        if not out or min(out) < 0 or len(set(out)) != len(out):
-            raise ValueError(f'{loss_name}: levels must be distinct non-negative FPN level '
-                             f'indices, got {list(levels)}.')
-        return out
-    num_outs = getattr(getattr(student, 'neck', None), 'num_outs', None)
-    if num_outs is None:
-        raise ValueError(f'{loss_name} could not read the number of FPN levels '
-                         '(student.neck.num_outs); set levels=[...] in its config.')
-    return list(range(int(num_outs)))
-
-
-def level_pairs(loss_name: str, ctx: DistillContext,
-                levels: Optional[Sequence[int]]) -> Iterator[Tuple[int, int, Tensor, Tensor]]:
-    """Yield ``(j, level, s, t)`` for the used levels: j indexes the per-level modules, ``s`` is
-    the (B, C_s, H, W) student map and ``t`` the detached (B, C_t, H, W) teacher map, cropped to
-    the student's size when it is larger only by padding."""
-    s_feats, t_feats = ctx.student_feats, ctx.teacher_feats
-    if len(s_feats) != len(t_feats):
-        raise ValueError(f'{loss_name}: the student has {len(s_feats)} FPN levels and the '
-                         f'teacher {len(t_feats)}; set levels=[...] to the shared ones.')
-    used = list(levels) if levels is not None else list(range(len(s_feats)))
-    if max(used) >= len(s_feats):
-        raise ValueError(f'{loss_name}: level {max(used)} requested but the necks have only '
-                         f'{len(s_feats)} levels; fix levels=[...].')
-    for j, lvl in enumerate(used):
-        s = s_feats[lvl]
-        t = align_teacher_feat(s, t_feats[lvl], lvl).detach()
-        yield j, lvl, s, t
-
-
-def conv1x1_adapters(cs: int, ct: int, n: int) -> nn.ModuleList:
-    """``n`` per-level 1x1 convs mapping C_s student channels to C_t teacher channels."""
-    return nn.ModuleList(nn.Conv2d(cs, ct, kernel_size=1) for _ in range(n))
+from .fpn_levels import conv1x1_adapters, level_pairs, resolve_levels, resolve_neck_channels
 
 
 def standardize_per_channel(feat: Tensor, eps: float = 1e-6) -> Tensor:
@@ -141,12 +84,8 @@ class PKDLoss(BaseDistillLoss):
     def forward(self, ctx: DistillContext) -> Tensor:
         """Sum over the used levels of ``mean((norm(S) - norm(T))**2) / 2`` (scalar)."""
         total = ctx.student_feats[0].new_zeros((), dtype=torch.float32)
-        for j, _, s, t in level_pairs('PKDLoss', ctx, self.levels):
-            if self.adapters is not None:
-                s = self.adapters[j](s)
-            if s.shape[1] != t.shape[1]:
-                raise ValueError(f'PKDLoss: {s.shape[1]} student vs {t.shape[1]} teacher '
-                                 "channels; set adapter='conv1x1'.")
+        for j, _, s, t in level_pairs('PKDLoss', ctx, self.levels, self.adapters,
+                                      fix="set adapter='conv1x1'"):
             ns = standardize_per_channel(s, self.eps)
             nt = standardize_per_channel(t, self.eps)
             total = total + (ns - nt).pow(2).mean() / 2
