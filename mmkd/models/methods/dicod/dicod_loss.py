@@ -235,24 +235,25 @@ class DICODLoss(BaseDistillLoss):
         priors = torch.cat([get_box_tensor(res.pos_priors) for res in rec.sampling_results])
         deltas = class_deltas(rec.bbox_pred[idx], rec.pos_labels)
         boxes = head.bbox_coder.decode(priors, deltas)
-        pos = self._pack(bidx, gidx, [rec.cls_score[idx]], [boxes], rec.cls_score,
-                         softmax=rec.cls_score.shape[1] == head.num_classes + 1)
         # the R-CNN head averages its own losses over all sampled RoIs, not over positives
-        pos.avg_factor = int(rec.rois.shape[0])
-        return pos
+        return self._pack(bidx, gidx, [rec.cls_score[idx]], [boxes], rec.cls_score,
+                          softmax=rec.cls_score.shape[1] == head.num_classes + 1,
+                          avg_factor=int(rec.rois.shape[0]))
 
     @staticmethod
     def _pack(bidx: List[Tensor], gidx: List[Tensor], logits: List[Tensor],
-              boxes: List[Tensor], like: Tensor, softmax: bool) -> Positives:
+              boxes: List[Tensor], like: Tensor, softmax: bool,
+              avg_factor: Optional[int] = None) -> Positives:
+        """Concatenate the per-image positives; ``avg_factor`` defaults to their number."""
         dev = like.device
         if not bidx:
             empty = torch.zeros(0, dtype=torch.long, device=dev)
             return Positives(empty, empty, like.new_zeros(0, like.shape[-1]) if softmax else None,
                              like.new_zeros(0, 4))
-        pos = Positives(torch.cat(bidx), torch.cat(gidx),
-                        torch.cat(logits) if softmax else None, torch.cat(boxes))
-        pos.avg_factor = int(pos.batch_idx.numel())
-        return pos
+        batch_idx = torch.cat(bidx)
+        return Positives(batch_idx, torch.cat(gidx), torch.cat(logits) if softmax else None,
+                         torch.cat(boxes), avg_factor if avg_factor is not None
+                         else int(batch_idx.numel()))
 
     # ---- teacher side ----------------------------------------------------------------------
     def _crops(self, images: Tensor, boxes: Tensor, bidx: Tensor, shapes: list) -> Tensor:

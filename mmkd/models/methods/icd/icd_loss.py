@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple
 
+import torch
 from mmdet.models.layers import SinePositionalEncoding
 from mmdet.registry import MODELS
 from torch import Tensor, nn
@@ -117,8 +118,8 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
             s_feats = tuple(f.detach() for f in s_feats)
         shapes = [tuple(ds.img_shape) for ds in ctx.data_samples]
         t_seq = flatten_levels(t_feats, shapes, ctx.batch_input_shape, self.pos_encoder)
-        s_tokens = flatten_levels(s_feats, shapes, ctx.batch_input_shape,
-                                  self.pos_encoder).tokens
+        # the student side needs only its tokens (no positions or padding masks)
+        s_tokens = torch.cat([f.flatten(2).transpose(1, 2) for f in s_feats], 1)  # (B, S, C_s)
 
         ins = build_instances(ctx.gt_bboxes, ctx.gt_labels, shapes, self.priors,
                               self.neg_pos_ratio, self.max_instances, self.sample_range)
