@@ -63,6 +63,8 @@ def test_plans(synthetic_data, tmp_path):
     assert [(r.name, r.seed) for r in quick.runs] == [('teacher', 0), ('student', 0), ('pgm', 0)]
     teacher = quick.runs[0]
     assert '/cache/teacher-' in teacher.work_dir and teacher.status() == 'train'
+    assert teacher.epochs == 6 and quick.runs[2].epochs == 2  # the teacher trains 3x as long
+    assert quick.runs[2].needs == [teacher.work_dir] and quick.runs[1].needs == []
     assert f'model.teacher_ckpt={teacher.final_checkpoint}' in quick.runs[2].options
     assert 'randomness.seed=0' in quick.runs[2].options
     assert 'model.distill_losses.loss_gk.pgm.mode=offline' in quick.runs[2].options
@@ -77,6 +79,7 @@ def test_plans(synthetic_data, tmp_path):
     dicod = next(r for r in full.runs if r.name == 'dicod')
     cls = full.runs[1]
     assert f'model.teacher_ckpt={cls.final_checkpoint}' in dicod.options
+    assert dicod.needs == [cls.work_dir]
     assert full.runs[0].work_dir == teacher.work_dir  # the teacher is shared between presets
     assert len({r.work_dir for r in full.runs}) == len(full.runs)
     with pytest.raises(ValueError, match='unknown method'):
@@ -85,6 +88,115 @@ def test_plans(synthetic_data, tmp_path):
     assert longer.teacher.epochs == 3 and longer.teacher.final_checkpoint.endswith('epoch_3.pth')
     assert longer.teacher.work_dir != teacher.work_dir and longer.runs[1].epochs == 2
     assert f'model.teacher_ckpt={longer.teacher.final_checkpoint}' in longer.runs[2].options
+
+
+def _fake_checkpoint(path, epoch=5, fingerprint=None) -> str:
+    import torch
+    meta = dict(epoch=epoch, mmkd=dict(train_ann_sha256=fingerprint) if fingerprint else {})
+    torch.save(dict(meta=meta, state_dict={}), str(path))
+    return str(path)
+
+
+def test_plan_with_a_given_teacher(synthetic_data, tmp_path):
+    root = synthetic_data['data_root']
+    given = _fake_checkpoint(tmp_path / 'teacher.pth', epoch=5)
+    plan = build_plan(['pgm'], [0], 2, str(tmp_path / 'w'), root, teacher_ckpt=given)
+    teacher, student, pgm = plan.runs
+    assert teacher.given_checkpoint == given and teacher.final_checkpoint == given
+    assert teacher.status() == 'test' and teacher.epochs == 5  # evaluated, never trained
+    assert f'model.teacher_ckpt={given}' in pgm.options and pgm.needs == [teacher.work_dir]
+    # other weights under the same path: new teacher and distillation runs, same student
+    _fake_checkpoint(tmp_path / 'teacher.pth', epoch=7)
+    again = build_plan(['pgm'], [0], 2, str(tmp_path / 'w'), root, teacher_ckpt=given)
+    assert again.runs[0].work_dir != teacher.work_dir and again.runs[2].key != pgm.key
+    assert again.runs[1].key == student.key
+    with pytest.raises(FileNotFoundError):
+        build_plan(['pgm'], [0], 2, str(tmp_path / 'w'), root, teacher_ckpt='nope/t.pth')
+
+
+def test_shipped_teacher_fingerprint(synthetic_data, tmp_path):
+    from mmkd.benchmark.runs import shipped_teacher_status
+    from mmkd.utils.checkpoint import file_sha256
+    root = synthetic_data['data_root']
+    sha = file_sha256(osp.join(root, 'annotations', 'instances_train.json'))
+    ok, why = shipped_teacher_status(root, _fake_checkpoint(tmp_path / 'a.pth', fingerprint=sha))
+    assert ok and 'trained on this data set' in why
+    ok, why = shipped_teacher_status(root, _fake_checkpoint(tmp_path / 'b.pth', fingerprint='0'))
+    assert not ok and 'other data' in why
+    ok, why = shipped_teacher_status(root, _fake_checkpoint(tmp_path / 'c.pth'))
+    assert not ok and 'no training-data fingerprint' in why
+    assert not shipped_teacher_status(root, str(tmp_path / 'missing.pth'))[0]
+    # the checkpoint in the repo is a published one: fp16 weights with a fingerprint
+    import torch
+    from mmkd.benchmark.suite import SHIPPED_TEACHER
+    from mmkd.utils.paths import REPO_ROOT
+    ckpt = torch.load(osp.join(REPO_ROOT, SHIPPED_TEACHER), map_location='cpu',
+                      weights_only=True)
+    assert len(ckpt['meta']['mmkd']['train_ann_sha256']) == 64 and ckpt['meta']['epoch'] == 36
+    assert 'optimizer' not in ckpt
+    assert {v.dtype for v in ckpt['state_dict'].values() if v.is_floating_point()} == {
+        torch.float16}
+
+
+class _ScriptedExecutor:
+    """An Executor whose runs 'train' by sleeping and writing their final checkpoint (the
+    scheduling is under test here, not training; the end-to-end test below trains for real)."""
+
+    @staticmethod
+    def make(plan, fail=(), jobs=2, keep_going=True):
+        import threading
+        import time
+
+        from mmkd.benchmark.runs import Executor, RunFailed
+
+        class Scripted(Executor):
+            events = []
+            lock = threading.Lock()
+
+            def _do(self, run, status, t_start, later):
+                with self.lock:
+                    self.events.append(('start', run.label))
+                time.sleep(0.05)
+                if run.label in fail:
+                    raise RunFailed('scripted failure')
+                os.makedirs(osp.dirname(run.final_checkpoint), exist_ok=True)
+                open(run.final_checkpoint, 'w').close()
+                with open(run.metrics_file, 'w') as f:
+                    json.dump({}, f)
+                with self.lock:
+                    self.events.append(('end', run.label))
+
+        lines = []
+        return Scripted(plan, printer=lines.append, keep_going=keep_going, jobs=jobs), lines
+
+
+def test_executor_waits_for_teachers_and_skips_dependents_of_failures(synthetic_data, tmp_path):
+    root = synthetic_data['data_root']
+    plan = build_plan(['pgm', 'dicod'], [0, 1], 1, str(tmp_path / 'w'), root)
+    ex, lines = _ScriptedExecutor.make(plan, jobs=2)
+    assert ex.run_all() and not ex.failed
+    ev = ex.events
+    end = {label: i for i, (kind, label) in enumerate(ev) if kind == 'end'}
+    start = {label: i for i, (kind, label) in enumerate(ev) if kind == 'start'}
+    for seed in (0, 1):
+        assert start[f'pgm seed {seed}'] > end['teacher']
+        assert start[f'dicod seed {seed}'] > end['cls_teacher']
+    assert start['cls_teacher'] < end['teacher']  # two lanes: it did not wait for the teacher
+    assert max(sum(1 for k, _ in ev[:i + 1] if k == 'start')
+               - sum(1 for k, _ in ev[:i + 1] if k == 'end') for i in range(len(ev))) == 2
+
+    plan = build_plan(['pgm', 'dicod'], [0], 1, str(tmp_path / 'w2'), root)
+    ex, lines = _ScriptedExecutor.make(plan, fail=('teacher', ), jobs=2)
+    assert not ex.run_all()
+    failed = sorted(r.label for r, _ in ex.failed)
+    assert failed == ['pgm seed 0', 'teacher']  # dicod (classifier teacher) still ran
+    assert any('pgm seed 0: skipped, its teacher failed' in ln for ln in lines)
+    assert osp.isfile(plan.runs[-1].metrics_file)  # dicod seed 0
+    # without --keep-going nothing new starts after a failure
+    plan = build_plan(['pgm'], [0], 1, str(tmp_path / 'w3'), root)
+    ex, _ = _ScriptedExecutor.make(plan, fail=('teacher', ), jobs=1, keep_going=False)
+    assert not ex.run_all() and [e for e in ex.events if e[0] == 'start'] == [
+        ('start', 'teacher')]
 
 
 # ---- report math -------------------------------------------------------------------------------
@@ -143,7 +255,8 @@ def test_benchmark_quick_end_to_end_and_resume(synthetic_data, tmp_path):
     work, doc = tmp_path / 'work', tmp_path / 'docs' / 'bench.md'
     doc.parent.mkdir()
     doc.write_text('# Benchmarks\n\nhand-written part\n')
-    args = ['tools/benchmark.py', '--preset', 'quick', '--epochs', '1', '--data',
+    args = ['tools/benchmark.py', '--preset', 'quick', '--epochs', '1', '--teacher-epochs', '1',
+            '--jobs', '2', '--data',
             synthetic_data['data_root'], '--work-dir', str(work), '--doc', str(doc),
             '--cfg-options', *tiny_options(synthetic_data), f'pgm:{GK_TINY}']
     out = run_tool(args, timeout=900).stdout
@@ -176,6 +289,13 @@ def test_benchmark_quick_end_to_end_and_resume(synthetic_data, tmp_path):
     os.remove(pgm_dir / 'epoch_1_student.pth')
     dry = run_tool(args + ['--dry-run'], timeout=300).stdout
     assert 'resume from epoch 1' in dry
+    # a given teacher is evaluated, not trained, and the methods distil from it
+    teacher_ckpt = str(next(work.glob('cache/teacher-*/epoch_1.pth')))
+    i = args.index('--teacher-epochs')
+    given = args[:i] + args[i + 2:] + ['--teacher-ckpt', teacher_ckpt, '--dry-run']
+    dry = run_tool(given, timeout=300).stdout
+    assert f'teacher: {teacher_ckpt} (--teacher-ckpt)' in dry
+    assert 'given checkpoint; evaluate' in dry and '2 runs side by side' in dry
 
 
 def test_benchmark_speed_two_methods(synthetic_data, tmp_path):

@@ -1,10 +1,13 @@
 """Accuracy benchmark of mmkd's distillation methods on the built-in synthetic data.
 
     python tools/benchmark.py [--preset quick|full] [--methods pgm,cwd] [--seeds 0,1]
-        [--epochs N] [--work-dir work_dirs/benchmark] [--data data/synthetic]
+        [--epochs N] [--jobs N] [--work-dir work_dirs/benchmark] [--data data/synthetic]
         [--doc docs/benchmarks.md] [--dry-run] [--report-only] [--keep-going]
+        [--teacher-ckpt PATH | --train-teacher [--teacher-epochs N]]
 
-Trains the teacher once (cached by config hash under <work-dir>/cache/), the plain student and
+Uses the teacher shipped in checkpoints/synthetic/ (trained 36 epochs on the default built-in
+data; --train-teacher, another --teacher-epochs or other data train one instead, cached by
+config hash under <work-dir>/cache/), trains the plain student and
 the student with each method for every seed, each as a fresh tools/train.py process, evaluates
 every model on the val split with tools/test.py (COCO box AP), and writes the results table,
 an AP bar chart and the loss curves into the section of --doc between
@@ -24,9 +27,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 warnings.filterwarnings('ignore', message='.*pkg_resources.*')
 
 from mmkd.benchmark.report import build_report  # noqa: E402
-from mmkd.benchmark.runs import (Executor, build_plan, ensure_data, fmt_seconds,  # noqa: E402
-                                 short_path)
-from mmkd.benchmark.suite import METHODS, PRESETS, resolve_methods  # noqa: E402
+from mmkd.benchmark.runs import (Executor, build_plan, default_jobs, ensure_data,  # noqa: E402
+                                 fmt_seconds, short_path, shipped_teacher_status)
+from mmkd.benchmark.suite import (METHODS, PRESETS, SHIPPED_TEACHER,  # noqa: E402
+                                  resolve_methods)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,14 +44,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--epochs', type=int, help='training length of every model (default: the '
                    'configs\' 12); lr steps at 2/3 and 11/12 of it')
     p.add_argument('--teacher-epochs', type=int,
-                   help='training length of the teacher (default: --epochs)')
+                   help='train the teacher this long (default: 3 x --epochs); implies '
+                   '--train-teacher')
+    p.add_argument('--teacher-ckpt', default='auto',
+                   help='trained teacher (of the teacher config) to use; "auto" (default): the '
+                   'shipped one when it was trained on --data, else train one')
+    p.add_argument('--train-teacher', action='store_true',
+                   help='train the teacher instead of using a shipped/given checkpoint')
+    p.add_argument('--jobs', type=int, default=None,
+                   help='runs trained side by side (default: 2 on a CPU with >= 2 cores, '
+                   '1 with a GPU); each gets cores/jobs threads')
     p.add_argument('--cls-epochs', type=int,
                    help='epochs of DICOD\'s classifier teacher (default: its config\'s)')
     p.add_argument('--work-dir', default='work_dirs/benchmark')
     p.add_argument('--data', default='data/synthetic',
                    help='synthetic data folder (generated with the defaults when missing)')
-    p.add_argument('--doc', default='docs/benchmarks.md',
-                   help='markdown file whose benchmark section is written ("" for none)')
+    p.add_argument('--doc', default=None,
+                   help='markdown file whose benchmark section is written ("" for none); '
+                   'default: docs/benchmarks.md for the full preset, else '
+                   '<work-dir>/report_<preset>.md (a quick run never overwrites the docs)')
     p.add_argument('--dry-run', action='store_true', help='print the plan and exit')
     p.add_argument('--report-only', action='store_true',
                    help='train nothing; write the report from the finished runs')
@@ -69,6 +84,9 @@ def main(argv=None) -> int:
     except ValueError as exc:
         raise SystemExit(f'error: {exc}')
     epochs = args.epochs or preset.epochs
+    if args.doc is None:
+        args.doc = ('docs/benchmarks.md' if args.preset == 'full'
+                    else osp.join(args.work_dir, f'report_{args.preset}.md'))
     command = 'python tools/benchmark.py ' + ' '.join(
         shlex.quote(a) for a in argv if a != '--report-only')
     if not args.report_only and not args.dry_run:
@@ -76,9 +94,22 @@ def main(argv=None) -> int:
     elif not osp.isfile(osp.join(args.data, 'annotations', 'instances_train.json')):
         print(f'note: no data in {args.data} yet (generated on the first real run)')
     print(f'mmkd benchmark, preset {args.preset} ({preset.description}); planning...')
-    plan = build_plan(methods, seeds, epochs, args.work_dir, args.data, args.cfg_options,
-                      args.cls_epochs, args.teacher_epochs)
-    ex = Executor(plan)
+    teacher_ckpt = None
+    if args.train_teacher or args.teacher_epochs:
+        print('teacher: trained here (--train-teacher / --teacher-epochs)')
+    elif args.teacher_ckpt != 'auto':
+        teacher_ckpt = args.teacher_ckpt
+        print(f'teacher: {teacher_ckpt} (--teacher-ckpt)')
+    else:
+        usable, why = shipped_teacher_status(args.data)
+        teacher_ckpt = SHIPPED_TEACHER if usable else None
+        print(f'teacher: {why}' + ('' if usable else '; training one instead'))
+    try:
+        plan = build_plan(methods, seeds, epochs, args.work_dir, args.data, args.cfg_options,
+                          args.cls_epochs, args.teacher_epochs, teacher_ckpt)
+    except FileNotFoundError as exc:
+        raise SystemExit(f'error: {exc}')
+    ex = Executor(plan, keep_going=args.keep_going, jobs=args.jobs or default_jobs())
     print(f'{len(plan.runs)} runs (teacher, then per seed the plain student and '
           f'{len(methods)} method(s); seeds {",".join(map(str, seeds))}), {plan.epochs} epochs '
           f'each (teacher {plan.teacher.epochs}); work dir {short_path(plan.work_dir)}')

@@ -5,7 +5,12 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 SYN = 'configs/synthetic'
-TEACHER_CONFIG = f'{SYN}/faster_rcnn_r34w32_fpn_12e_synthetic.py'
+TEACHER_CONFIG = f'{SYN}/faster_rcnn_r34w32_fpn_36e_synthetic.py'
+#: The teacher trained by TEACHER_CONFIG on the default built-in data, shipped with the repo
+#: (tools/publish_checkpoint.py --fp16 --data data/synthetic of its epoch_36.pth).
+SHIPPED_TEACHER = 'checkpoints/synthetic/faster_rcnn_r34w32_fpn_36e_synthetic.pth'
+#: The teacher trains this many times as long as the students (36 vs 12 epochs by default).
+TEACHER_EPOCH_FACTOR = 3
 STUDENT_CONFIG = f'{SYN}/faster_rcnn_r18w16_fpn_12e_synthetic.py'
 CLS_TEACHER_CONFIG = f'{SYN}/cls_teacher_r18w16_synthetic.py'
 
@@ -34,7 +39,7 @@ class MethodSpec:
 
 _LIST = [
     MethodSpec('teacher', TEACHER_CONFIG, 'teacher',
-               label='teacher: Faster R-CNN R34, half width'),
+               label='teacher: Faster R-CNN R34, half width, 36 epochs'),
     MethodSpec('student', STUDENT_CONFIG, 'student',
                label='student: Faster R-CNN R18, quarter width'),
     MethodSpec('feat_kl', f'{SYN}/kd_feat_kl_r34w32_r18w16_12e_synthetic.py',
@@ -66,7 +71,7 @@ class Preset:
     """Default methods, seeds and schedule of a ``--preset``."""
     methods: Tuple[str, ...]
     seeds: Tuple[int, ...]
-    epochs: Optional[int] = None  # None: the configs' own length (12)
+    epochs: Optional[int] = None  # None: the student config's own length (12)
     description: str = ''
 
 

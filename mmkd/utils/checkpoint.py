@@ -218,6 +218,38 @@ def make_student_checkpoint(checkpoint: Dict[str, Any], use_ema: bool = False,
                                                       for k, v in student.items()))
 
 
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file's bytes."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def publish_checkpoint(src: str, dst: str, half: bool = False,
+                       extra_meta: Optional[Dict[str, Any]] = None) -> str:
+    """Write a release copy of the training checkpoint ``src``: weights (fp16 when ``half``;
+    they load back into fp32 models) and metadata only, without optimizer, scheduler or
+    message-hub state; ``extra_meta`` goes under ``meta['mmkd']``. Returns ``dst``."""
+    checkpoint = load_checkpoint_file(src, 'training')
+    state = OrderedDict((k, v.detach().cpu().half() if half and v.is_floating_point()
+                         else v.detach().cpu().clone())
+                        for k, v in extract_state_dict(checkpoint).items())
+    meta = checkpoint.get('meta', {}) or {}
+    from ..version import __version__
+    new_meta = dict(dataset_meta=_plain(meta.get('dataset_meta')),
+                    epoch=_plain(meta.get('epoch')), iter=_plain(meta.get('iter')),
+                    mmkd=dict(version=__version__, published_from=osp.basename(src),
+                              fp16=half, **_plain(extra_meta or {})))
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    tmp = dst + '.tmp'
+    torch.save(dict(meta=new_meta, state_dict=state), tmp)
+    os.replace(tmp, dst)
+    return dst
+
+
 def student_path_for(path: str) -> str:
     """``work_dir/epoch_12.pth`` -> ``work_dir/epoch_12_student.pth``."""
     root, ext = osp.splitext(path)
