@@ -302,7 +302,7 @@ def test_benchmark_speed_two_methods(synthetic_data, tmp_path):
     doc = tmp_path / 'bench.md'
     doc.write_text('# Benchmarks\n\nkeep\n')
     out = run_tool(['tools/benchmark_speed.py', '--methods', 'feat_kl,pgm_online', '--iters',
-                    '2', '--warmup', '0', '--data', synthetic_data['data_root'], '--doc',
+                    '2', '--warmup', '0', '--memory-steps', '1', '--data', synthetic_data['data_root'], '--doc',
                     str(doc), '--cfg-options', *tiny_options(synthetic_data),
                     f'pgm_online:{GK_TINY}']).stdout
     assert 'ratio' in out
@@ -313,4 +313,8 @@ def test_benchmark_speed_two_methods(synthetic_data, tmp_path):
     ratio = float(rows[0].split('**')[1].rstrip('x'))
     assert math.isfinite(ratio) and ratio > 0
     assert 'online refresh' in rows[1]
+    # CPU: peak RSS of each model trained alone in a spawned process, both sides present
+    import re
+    mem = re.search(r'RSS (\d+) / (\d+) MiB', rows[0])
+    assert mem and all(int(v) > 100 for v in mem.groups()), rows[0]
     assert osp.isfile(doc)

@@ -2,10 +2,12 @@
 
     python tools/benchmark_speed.py [--methods feat_kl,pgm,...] [--iters 10] [--warmup 2]
         [--precision fp32|amp|both] [--data data/synthetic] [--doc docs/benchmarks.md]
+        [--memory-steps 4]
 
 For each method: the distilled step time over the plain student step time (same batches,
 interleaved), the shares of the distilled step taken by the teacher forward and by the
-distillation losses, peak memory against the plain student (CUDA), and for PGM+RDM the cost of
+distillation losses, peak memory against the plain student (CUDA: peak allocated; CPU: peak
+RSS of each model trained alone in a fresh process), and for PGM+RDM the cost of
 its prototype generation per epoch. The markdown table goes into --doc between
 <!-- speed:BEGIN --> and <!-- speed:END --> (the rest of the file is kept).
 AMP (--precision amp or both) needs a CUDA device.
@@ -25,8 +27,8 @@ import torch  # noqa: E402
 
 from mmkd.apis.benchmark import device_name  # noqa: E402
 from mmkd.benchmark.runs import data_options, load_resolved, split_method_options  # noqa: E402
-from mmkd.benchmark.speed import (SpeedResult, measure_method, speed_section,  # noqa: E402
-                                  speed_table, write_speed_section)
+from mmkd.benchmark.speed import (SpeedResult, measure_cpu_memory, measure_method,  # noqa: E402
+                                  speed_section, speed_table, write_speed_section)
 from mmkd.benchmark.suite import DISTILL_METHODS  # noqa: E402
 
 
@@ -43,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--data', default='data/synthetic')
     p.add_argument('--doc', default='docs/benchmarks.md',
                    help='markdown file whose speed section is written ("" for none)')
+    p.add_argument('--memory-steps', type=int, default=4,
+                   help='CPU only: training steps of the separate peak-memory processes '
+                   '(0: skip the memory measurement)')
     p.add_argument('--cfg-options', nargs='+', default=[], help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -75,6 +80,8 @@ def main(argv=None) -> int:
             print(f'[{m}{" AMP" if amp else ""}] timing...', flush=True)
             try:
                 r = measure_method(m, opts, args.iters, args.warmup, amp)
+                if not torch.cuda.is_available() and args.memory_steps > 0:
+                    r.cpu_mem = measure_cpu_memory(m, opts, args.memory_steps)
             except Exception as exc:  # one broken method must not hide the others
                 traceback.print_exc()
                 r = SpeedResult(m, 'AMP fp16' if amp else 'fp32',

@@ -1,7 +1,7 @@
 # Distil the synthetic R34w32 teacher into the R18w16 student with the two foundation losses:
 # FPN feature imitation (1x1 adapters 64->128 ch, GT-box foreground/background terms) and the
-# R-CNN classifier soft-label KL on the student's positive RoIs. The teacher checkpoint comes
-# from the main job (tools/run_main_job.sh).
+# R-CNN classifier soft-label KL on the student's positive RoIs. The teacher checkpoint ships in
+# checkpoints/synthetic/ (configs/_base_/synthetic_distill.py).
 _base_ = '../_base_/synthetic_distill.py'
 model = dict(
     distill_losses=dict(

@@ -81,8 +81,8 @@ def load_resolved(config: str, options: Sequence[str] = ()) -> Config:
 
 
 def _milestones(old: Sequence[int], old_epochs: int, epochs: int) -> List[int]:
-    """Milestones for ``epochs``: at 2/3 and 11/12 for mmdet's two-step shape (as
-    tools/run_main_job.sh), scaled proportionally otherwise."""
+    """Milestones for ``epochs``: at 2/3 and 11/12 for mmdet's two-step shape,
+    scaled proportionally otherwise."""
     if len(old) == 2:
         return [math.ceil(epochs * 2 / 3), math.ceil(epochs * 11 / 12)]
     return [max(1, math.ceil(m * epochs / old_epochs)) for m in old]
@@ -455,6 +455,7 @@ def _stream(cmd: List[str], log_path: str,
     code. ``on_line`` sees every output line (for progress); ``env_extra`` is added to the
     environment."""
     env = dict(os.environ)
+    env['PYTHONUNBUFFERED'] = '1'  # the child's log lines arrive as written (progress)
     env.update(env_extra or {})
     env['PYTHONPATH'] = REPO_ROOT + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH')
                                      else '')

@@ -111,6 +111,9 @@ class SpeedResult:
     extra_share: float = float('nan')  # (distilled - plain) over distilled, summed over steps
     plain_mem_mib: Optional[float] = None
     distilled_mem_mib: Optional[float] = None
+    #: CPU only: peak resident memory of a process training only the plain student / only the
+    #: distilled model, and its growth over the RSS once model and batches are built (MiB)
+    cpu_mem: Dict[str, float] = field(default_factory=dict)
     pgm: Dict[str, float] = field(default_factory=dict)
     error: str = ''
 
@@ -215,6 +218,81 @@ def measure_method(name: str, options: Sequence[str] = (), iters: int = 10, warm
     return res
 
 
+def _rss_mib() -> float:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+    return float('nan')
+
+
+def _memory_child(name: str, options: Sequence[str], which: str, steps: int, out) -> None:
+    """Train ``steps`` steps of only the plain student or only the distilled model in a fresh
+    process; put (RSS after building model and batches, peak RSS) in MiB on ``out``."""
+    import resource
+
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    import mmkd  # noqa: F401
+    from ..apis import student_model_cfg
+    try:
+        register_all_modules()
+        spec = METHODS[name]
+        cfg = load_resolved(spec.config, list(spec.cfg_options) + list(options))
+        cfg.model.teacher_ckpt = None
+        torch.manual_seed(0)
+        model_cfg = cfg.model if which == 'kd' else student_model_cfg(cfg)
+        model = MODELS.build(model_cfg).train()
+        if which == 'kd':
+            prepare_pgm(model, cfg, 1)
+            model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        batches = real_batches(cfg.train_dataloader, steps)
+        built = _rss_mib()
+        for batch in batches:
+            timed_train_step(model, opt, batch)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        out.put((built, peak))
+    except Exception as exc:  # reported by the parent
+        out.put(f'{type(exc).__name__}: {exc}')
+
+
+def measure_cpu_memory(name: str, options: Sequence[str] = (), steps: int = 4) -> Dict[str, float]:
+    """Peak RSS of training the plain student vs the ``name`` distilled model, each alone in
+    a fresh (spawned) process, and the growth of each over its RSS after building (the
+    training step's working memory plus optimizer state). On the CPU there is no allocator
+    counter like CUDA's ``max_memory_allocated``; separate processes keep the two apart."""
+    import multiprocessing as mp
+    ctx = mp.get_context('spawn')
+    out = {}
+    for which in ('plain', 'kd'):
+        q = ctx.Queue()
+        proc = ctx.Process(target=_memory_child, args=(name, list(options), which, steps, q))
+        proc.start()
+        res = q.get()
+        proc.join()
+        if isinstance(res, str):
+            raise RuntimeError(f'memory measurement of {name} ({which}) failed: {res}')
+        built, peak = res
+        out[f'{which}_peak'] = peak
+        out[f'{which}_growth'] = peak - built
+    return out
+
+
+def memory_text(r: SpeedResult) -> str:
+    """The peak-memory cell: CUDA peak allocated, or on the CPU peak RSS and step growth."""
+    if r.plain_mem_mib:
+        return (f'{r.plain_mem_mib:.0f} / {r.distilled_mem_mib:.0f} MiB '
+                f'({r.distilled_mem_mib / r.plain_mem_mib:.2f}x)')
+    m = r.cpu_mem
+    if not m:
+        return 'not measured'
+    return (f'RSS {m["plain_peak"]:.0f} / {m["kd_peak"]:.0f} MiB '
+            f'({m["kd_peak"] / m["plain_peak"]:.2f}x); training growth {m["plain_growth"]:.0f}'
+            f' / {m["kd_growth"]:.0f} MiB ({m["kd_growth"] / max(m["plain_growth"], 1e-6):.2f}x)')
+
+
 def pgm_epoch_text(res: SpeedResult) -> str:
     """The PGM cost as a share of a distilled epoch (iterations x median distilled step)."""
     p = res.pgm
@@ -239,9 +317,7 @@ def speed_table(results: Sequence[SpeedResult]) -> str:
             lines.append(f'| {r.method} | {r.precision} | failed: {r.error} |' + ' |' * 7)
             continue
         rest = r.extra_share - r.teacher_share - r.loss_share
-        mem = (f'{r.plain_mem_mib:.0f} / {r.distilled_mem_mib:.0f} MiB '
-               f'({r.distilled_mem_mib / r.plain_mem_mib:.2f}x)'
-               if r.plain_mem_mib else 'n/a (CPU)')
+        mem = memory_text(r)
         lines.append(f'| {r.method} | {r.precision} | {r.plain_ms:.0f} | {r.distilled_ms:.0f} | '
                      f'**{r.ratio:.2f}x** | {r.teacher_share:.0%} | {r.loss_share:.0%} | '
                      f'{rest:.0%} | {mem} | {pgm_epoch_text(r)} |')
@@ -257,9 +333,13 @@ def speed_section(results: Sequence[SpeedResult], command: str, device: str, bat
         'are of the distilled step: the teacher\'s forward, the distillation losses\' forward '
         '(teacher excluded), and the rest of the extra time over the plain step (backward and '
         'update of the distillation branch, recording the student\'s outputs; summed over the '
-        'timed steps, so it can be slightly negative when the machine is noisy). Peak memory is '
-        'measured on CUDA only (on the CPU the process-wide peak is not comparable between two '
-        'models in one process). Random teacher weights: the cost does not depend on them.', '',
+        'timed steps, so it can be slightly negative when the machine is noisy). Peak memory: '
+        'on CUDA the peak allocated memory of the plain and the distilled step; on the CPU, '
+        'where no such counter exists, each model trains a few steps alone in a fresh process '
+        'and the table gives its peak resident memory (RSS, including the ~0.5 GiB of torch and '
+        'mmdet) and the growth of the RSS during training over the RSS once model and batches '
+        'are built (the step\'s working memory plus optimizer state). Random teacher weights: '
+        'the cost does not depend on them.', '',
         '```', command, '```', '', speed_table(results), ''])
 
 
@@ -267,5 +347,5 @@ def write_speed_section(doc_path: str, body: str) -> None:
     replace_section(doc_path, body, SPEED_BEGIN, SPEED_END)
 
 
-__all__ = ['CallTimer', 'SpeedResult', 'measure_method', 'parse_options', 'speed_section',
+__all__ = ['CallTimer', 'SpeedResult', 'measure_method', 'measure_cpu_memory', 'parse_options', 'speed_section',
            'speed_table', 'write_speed_section', 'step_timers', 'prepare_pgm']
