@@ -227,6 +227,14 @@ def test_markdown_table_numbers():
     assert '+0.5' in cwd and '+6 %' in cwd and '| no |' in cwd
     assert '+9.0' in next(l for l in lines if l.startswith('| teacher'))
     assert 'meets' in remarks[0]
+    # a method that widens the student is measured against the widened plain student
+    rows.update(wide=_row('wide', [14.0, 14.0]), dsig=_row('dsig', [15.0, 15.0]))
+    table, _ = markdown_table(rows, ['teacher', 'student', 'wide', 'dsig'], {'dsig': 'wide'})
+    dsig = next(l for l in table.splitlines() if l.startswith('| dsig'))
+    assert 'vs `wide`' in dsig and '+1.0' in dsig and '+17 %' in dsig  # 1 / (20 - 14)
+    assert '+3.0' in next(l for l in table.splitlines() if l.startswith('| wide'))
+    assert METHODS['dsig'].baseline == 'student_n128'
+    assert METHODS['student_n128'].role == 'baseline' and 'student_n128' in PRESETS['full'].methods
     rows['teacher'] = _row('teacher', [12.0])
     assert 'below' in markdown_table(rows, ['teacher', 'student'])[1][0]
 

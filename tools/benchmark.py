@@ -29,7 +29,7 @@ warnings.filterwarnings('ignore', message='.*pkg_resources.*')
 from mmkd.benchmark.report import build_report  # noqa: E402
 from mmkd.benchmark.runs import (Executor, build_plan, default_jobs, ensure_data,  # noqa: E402
                                  fmt_seconds, short_path, shipped_teacher_status)
-from mmkd.benchmark.suite import (METHODS, PRESETS, SHIPPED_TEACHER,  # noqa: E402
+from mmkd.benchmark.suite import (PRESETS, RUNNABLE, SHIPPED_TEACHER,  # noqa: E402
                                   resolve_methods)
 
 
@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog='methods: ' + ', '.join(
-                                    n for n, m in METHODS.items() if m.role == 'distill'))
+                                    RUNNABLE))
     p.add_argument('--preset', choices=sorted(PRESETS), default='quick')
     p.add_argument('--methods', help='comma-separated methods (default: the preset\'s)')
     p.add_argument('--seeds', help='comma-separated seeds (default: the preset\'s)')

@@ -83,13 +83,24 @@ def _fmt_signed(v: Optional[float], digits: int = 1, pct: bool = False) -> str:
     return f'{100 * v:+.0f} %' if pct else f'{v:+.{digits}f}'
 
 
-def markdown_table(rows: Dict[str, Row], order: Sequence[str]) -> Tuple[str, List[str]]:
-    """The results table and a list of remarks (calibration checks)."""
-    t, s = rows.get('teacher'), rows.get('student')
+def markdown_table(rows: Dict[str, Row], order: Sequence[str],
+                   baselines: Optional[Dict[str, str]] = None) -> Tuple[str, List[str]]:
+    """The results table and a list of remarks (calibration checks).
+
+    ``baselines`` maps a method to the plain model its gain is measured against (default: the
+    plain ``student``); the gap recovered is then (method - baseline) / (teacher - baseline)."""
+    baselines = baselines or {}
+    t = rows.get('teacher')
     t_ap = t.stats['AP'].mean if t and t.stats['AP'].n else float('nan')
-    s_ap = s.stats['AP'].mean if s and s.stats['AP'].n else float('nan')
-    s_std = (s.stats['AP'].std or 0.0) if s else 0.0
-    head = ('| model | seeds | AP | AP50 | AP75 | APs | APm | APl | ΔAP vs student | '
+
+    def ap_of(name: str) -> Tuple[float, float]:
+        row = rows.get(name)
+        if row is None or not row.stats['AP'].n:
+            return float('nan'), 0.0
+        return row.stats['AP'].mean, row.stats['AP'].std or 0.0
+
+    s_ap, _ = ap_of('student')
+    head = ('| model | seeds | AP | AP50 | AP75 | APs | APm | APl | ΔAP vs its student | '
             'gap recovered | Δ > spread | train time / run |')
     lines = [head, '|' + '---|' * 12]
     for name in order:
@@ -97,17 +108,19 @@ def markdown_table(rows: Dict[str, Row], order: Sequence[str]) -> Tuple[str, Lis
         if row is None:
             continue
         ap = row.stats['AP']
-        if name in ('teacher', 'student') or ap.n == 0 or math.isnan(s_ap):
-            gain = rec = None
-            beyond = ''
-        else:
-            gain = ap.mean - s_ap
-            rec = gap_recovered(ap.mean, s_ap, t_ap)
-            spread = (ap.std or 0.0) + s_std
+        base = baselines.get(name, 'student')
+        b_ap, b_std = ap_of(base)
+        gain = rec = None
+        beyond = ''
+        if name not in ('teacher', 'student') and ap.n and not math.isnan(b_ap):
+            gain = ap.mean - b_ap
+            rec = gap_recovered(ap.mean, b_ap, t_ap)
+            spread = (ap.std or 0.0) + b_std
             beyond = ('yes' if abs(gain) > spread else 'no') if (ap.n > 1) else 'one seed'
         if name == 'teacher':
             gain = t_ap - s_ap if not math.isnan(s_ap) else None
-        cells = [row.label, ','.join(map(str, row.seeds)) or 'missing',
+        label = row.label if base == 'student' else f'{row.label}; vs `{base}`'
+        cells = [label, ','.join(map(str, row.seeds)) or 'missing',
                  *[row.stats[k].fmt() for k in METRIC_NAMES],
                  _fmt_signed(gain), _fmt_signed(rec, pct=True) if rec is not None else 'n/a',
                  beyond, fmt_seconds(row.train_seconds.mean) if row.train_seconds.n else 'n/a']
@@ -141,7 +154,8 @@ def bar_chart(rows: Dict[str, Row], order: Sequence[str], path: str) -> Optional
     names = [n for n in order if n in rows and rows[n].stats['AP'].n]
     means = [rows[n].stats['AP'].mean for n in names]
     errs = [rows[n].stats['AP'].std or 0.0 for n in names]
-    colors = ['tab:gray' if n == 'teacher' else 'tab:blue' if n == 'student' else 'tab:orange'
+    plain = {n for n in names if n in METHODS and METHODS[n].role in ('student', 'baseline')}
+    colors = ['tab:gray' if n == 'teacher' else 'tab:blue' if n in plain else 'tab:orange'
               for n in names]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(names) + 2), 3.6))
     ax.bar(range(len(names)), means, yerr=errs, color=colors, capsize=3)
@@ -261,7 +275,8 @@ def build_report(plan: Plan, command: str, device: str, doc_path: Optional[str],
     import datetime
     rows = collect(plan)
     order = report_order(plan)
-    table, remarks = markdown_table(rows, order)
+    table, remarks = markdown_table(rows, order,
+                                    {n: METHODS[n].baseline for n in order if n in METHODS})
     missing = [r.label for r in plan.runs if r.role != 'cls_teacher' and r.metrics() is None]
     base = osp.dirname(osp.abspath(doc_path)) if doc_path else plan.work_dir
     image_dir = image_dir or osp.join(base, 'images')
@@ -277,10 +292,12 @@ def build_report(plan: Plan, command: str, device: str, doc_path: Optional[str],
         f'{plan.epochs} epochs (the teacher {plan.teacher.epochs}) on the synthetic train '
         'split and evaluated on the held-out val '
         f'split with pycocotools (box AP in points). {teacher_note} The '
-        f'student and each method are trained once per seed ({", ".join(map(str, plan.seeds))}). Mean ± '
-        'sample std over seeds. "Gap recovered" is (method - student) / (teacher - student) '
-        'on AP; "Δ > spread" says whether the gain over the student exceeds the sum of the two '
-        'seed std deviations.', '',
+        'student and each method are trained once per seed '
+        f'({", ".join(map(str, plan.seeds))}). Mean ± sample std over seeds. A method\'s gain '
+        'is measured against its own student: the plain student, or the plain baseline named '
+        'in its row when the method changes the student\'s architecture. "Gap recovered" is '
+        '(method - its student) / (teacher - its student) on AP; "Δ > spread" says whether '
+        'the gain exceeds the sum of the two seed std deviations.', '',
         '```', command, '```', '', table, '']
     parts += [f'- {r}' for r in remarks]
     if missing:

@@ -364,6 +364,9 @@ def build_plan(methods: Sequence[str], seeds: Sequence[int], epochs: Optional[in
         runs.append(make(METHODS['student'], seed, None))
         for m in methods:
             spec = METHODS[m]
+            if spec.role == 'baseline':
+                runs.append(make(spec, seed, None))
+                continue
             dep = cls_run if spec.cls_teacher else teacher
             run = make(spec, seed, None, [f'model.teacher_ckpt={dep.final_checkpoint}'],
                        extra=f'teacher={dep.key}')

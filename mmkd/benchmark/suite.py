@@ -23,11 +23,15 @@ class MethodSpec:
         name: short name used on the command line, in folder names and in the report.
         config: config path relative to the checkout.
         role: ``'teacher'`` (the detector teacher, trained once), ``'student'`` (the plain
-            student) or ``'distill'`` (a DistillDetector config).
+            student), ``'baseline'`` (another plain detector a method must be compared with,
+            e.g. a student widened as a method needs) or ``'distill'`` (a DistillDetector
+            config).
         cfg_options: extra ``key=value`` overrides for this method (e.g. the PGM mode).
         cls_teacher: True when the teacher is DICOD's crop classifier (trained by
             ``tools/train_cls_teacher.py``) instead of the detector teacher.
         label: human-readable description for the report.
+        baseline: the plain model this method's gain is measured against (the plain student,
+            or a ``'baseline'`` row when the method changes the student's architecture).
     """
     name: str
     config: str
@@ -35,6 +39,7 @@ class MethodSpec:
     cfg_options: Tuple[str, ...] = field(default_factory=tuple)
     cls_teacher: bool = False
     label: str = ''
+    baseline: str = 'student'
 
 
 _LIST = [
@@ -52,7 +57,9 @@ _LIST = [
                label='PGM + RDM, online PGM (memory bank)'),
     MethodSpec('icd', f'{SYN}/kd_icd_r34w32_r18w16_12e_synthetic.py', label='ICD'),
     MethodSpec('dsig', f'{SYN}/kd_dsig_r34w32_r18w16_12e_synthetic.py',
-               label='DSIG (student neck widened to 128 ch)'),
+               label='DSIG (student neck widened to 128 ch)', baseline='student_n128'),
+    MethodSpec('student_n128', f'{SYN}/faster_rcnn_r18w16n128_fpn_12e_synthetic.py', 'baseline',
+               label='plain student with DSIG\'s 128-ch neck and heads (no distillation)'),
     MethodSpec('gid', f'{SYN}/kd_gid_r34w32_r18w16_12e_synthetic.py', label='GID'),
     MethodSpec('dicod', f'{SYN}/kd_dicod_r18w16cls_r18w16_12e_synthetic.py', cls_teacher=True,
                label='DICOD (R18w32 crop-classifier teacher)'),
@@ -64,6 +71,8 @@ _LIST = [
 #: Every method the benchmark knows, by name, in report order.
 METHODS: Dict[str, MethodSpec] = {m.name: m for m in _LIST}
 DISTILL_METHODS: List[str] = [m.name for m in _LIST if m.role == 'distill']
+#: Everything a benchmark can list besides the teacher and the plain student.
+RUNNABLE: List[str] = [m.name for m in _LIST if m.role in ('distill', 'baseline')]
 
 
 @dataclass(frozen=True)
@@ -78,13 +87,14 @@ class Preset:
 PRESETS: Dict[str, Preset] = {
     'quick': Preset(('pgm', ), (0, ), None,
                     'teacher, plain student and the PGM+RDM student, one seed'),
-    'full': Preset(tuple(DISTILL_METHODS), (0, 1), None,
+    'full': Preset(tuple(RUNNABLE), (0, 1), None,
                    'teacher, plain student and every method, two seeds'),
 }
 
 
 def resolve_methods(preset: str, methods: Optional[Sequence[str]] = None) -> List[str]:
-    """Distillation methods to run: ``methods`` if given (names checked), else the preset's.
+    """Methods (and extra baselines) to run: ``methods`` if given (names checked), else the
+    preset's.
 
     The teacher and the plain student are always part of a benchmark and are not listed here.
     """
@@ -94,4 +104,4 @@ def resolve_methods(preset: str, methods: Optional[Sequence[str]] = None) -> Lis
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ValueError(f'unknown method(s) {unknown}; known: {", ".join(METHODS)}')
-    return [n for n in dict.fromkeys(names) if METHODS[n].role == 'distill']
+    return [n for n in dict.fromkeys(names) if METHODS[n].role in ('distill', 'baseline')]
