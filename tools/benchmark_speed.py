@@ -28,7 +28,8 @@ import torch  # noqa: E402
 from mmkd.apis.benchmark import device_name  # noqa: E402
 from mmkd.benchmark.runs import data_options, load_resolved, split_method_options  # noqa: E402
 from mmkd.benchmark.speed import (SpeedResult, measure_cpu_memory, measure_method,  # noqa: E402
-                                  speed_section, speed_table, write_speed_section)
+                                  memory_section, speed_section, speed_table,
+                                  write_memory_section, write_speed_section)
 from mmkd.benchmark.suite import DISTILL_METHODS  # noqa: E402
 
 
@@ -48,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--memory-steps', type=int, default=4,
                    help='CPU only: training steps of the separate peak-memory processes '
                    '(0: skip the memory measurement)')
+    p.add_argument('--memory-only', action='store_true',
+                   help='CPU: measure only the peak memory (no timing); its table goes into '
+                   'the <!-- memory:BEGIN/END --> section of --doc')
     p.add_argument('--cfg-options', nargs='+', default=[], help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -71,6 +75,8 @@ def main(argv=None) -> int:
     shared, per_method = split_method_options(args.cfg_options)
     base = data_options(args.data) + shared
     dev = device_name()
+    if args.memory_only:
+        return memory_only(args, argv, methods, base, per_method, dev)
     print(f'device: {dev}; {len(methods)} method(s); {args.iters} timed steps after '
           f'{args.warmup} warm-up each')
     results = []
@@ -97,6 +103,30 @@ def main(argv=None) -> int:
     if args.doc:
         write_speed_section(args.doc, body)
         print(f'written to {args.doc} (between <!-- speed:BEGIN/END --> markers)')
+    return 1 if any(r.error for r in results) else 0
+
+
+def memory_only(args, argv, methods, base, per_method, dev) -> int:
+    if torch.cuda.is_available():
+        raise SystemExit('error: --memory-only is for the CPU; on CUDA the timing run measures '
+                         'peak memory itself')
+    steps = max(1, args.memory_steps)
+    results = []
+    for m in methods:
+        print(f'[{m}] peak memory...', flush=True)
+        r = SpeedResult(m, 'fp32')
+        try:
+            r.cpu_mem = measure_cpu_memory(m, base + per_method.get(m, []), steps)
+        except Exception as exc:  # one broken method must not hide the others
+            traceback.print_exc()
+            r.error = f'{type(exc).__name__}: {str(exc)[:120]}'
+        results.append(r)
+    command = 'python tools/benchmark_speed.py ' + ' '.join(shlex.quote(a) for a in argv)
+    body = memory_section(results, command, dev, steps, datetime.date.today().isoformat())
+    print(body)
+    if args.doc:
+        write_memory_section(args.doc, body)
+        print(f'written to {args.doc} (between <!-- memory:BEGIN/END --> markers)')
     return 1 if any(r.error for r in results) else 0
 
 

@@ -33,6 +33,7 @@ from .runs import load_resolved, parse_options
 from .suite import METHODS
 
 SPEED_BEGIN, SPEED_END = '<!-- speed:BEGIN -->', '<!-- speed:END -->'
+MEMORY_BEGIN, MEMORY_END = '<!-- memory:BEGIN -->', '<!-- memory:END -->'
 
 
 def _sync() -> None:
@@ -345,6 +346,35 @@ def speed_section(results: Sequence[SpeedResult], command: str, device: str, bat
 
 def write_speed_section(doc_path: str, body: str) -> None:
     replace_section(doc_path, body, SPEED_BEGIN, SPEED_END)
+
+
+def memory_section(results: Sequence[SpeedResult], command: str, device: str, steps: int,
+                   date: str) -> str:
+    """The CPU peak-memory table of ``--memory-only`` (no timing)."""
+    lines = ['| method | peak RSS plain (MiB) | peak RSS distilled (MiB) | ratio | training '
+             'growth plain (MiB) | training growth distilled (MiB) | ratio |', '|' + '---|' * 7]
+    for r in results:
+        m = r.cpu_mem
+        if r.error or not m:
+            lines.append(f'| {r.method} | failed: {r.error or "not measured"} |' + ' |' * 5)
+            continue
+        lines.append(f'| {r.method} | {m["plain_peak"]:.0f} | {m["kd_peak"]:.0f} | '
+                     f'**{m["kd_peak"] / m["plain_peak"]:.2f}x** | {m["plain_growth"]:.0f} | '
+                     f'{m["kd_growth"]:.0f} | '
+                     f'{m["kd_growth"] / max(m["plain_growth"], 1e-6):.2f}x |')
+    return '\n'.join([
+        '## Peak memory of every method on the CPU (tools/benchmark_speed.py --memory-only)', '',
+        f'Measured on {date}, {device}. Each model (the plain student, then the distilled '
+        f'model with its teacher) trains {steps} steps alone in a fresh spawned process. Peak '
+        'RSS is the process\'s maximum resident memory, torch and mmdet included; the training '
+        'growth is that peak minus the RSS once model and batches are built, i.e. the working '
+        'memory of the steps plus the optimizer state. RSS also counts memory the allocator '
+        'keeps after freeing it, so small differences are noise.', '',
+        '```', command, '```', '', '\n'.join(lines), ''])
+
+
+def write_memory_section(doc_path: str, body: str) -> None:
+    replace_section(doc_path, body, MEMORY_BEGIN, MEMORY_END)
 
 
 __all__ = ['CallTimer', 'SpeedResult', 'measure_method', 'measure_cpu_memory', 'parse_options', 'speed_section',
