@@ -326,3 +326,16 @@ def test_benchmark_speed_two_methods(synthetic_data, tmp_path):
     mem = re.search(r'RSS (\d+) / (\d+) MiB', rows[0])
     assert mem and all(int(v) > 100 for v in mem.groups()), rows[0]
     assert osp.isfile(doc)
+
+
+def test_memory_section_numbers():
+    from mmkd.benchmark.speed import SpeedResult, memory_section, memory_text
+    ok = SpeedResult('pkd', 'fp32', cpu_mem=dict(plain_peak=500.0, kd_peak=550.0,
+                                                 plain_growth=100.0, kd_growth=150.0))
+    body = memory_section([ok, SpeedResult('cwd', 'fp32', error='boom')], 'python x', 'CPU', 4,
+                          '2026-01-01')
+    row = next(l for l in body.splitlines() if l.startswith('| pkd'))
+    assert '| 500 | 550 | **1.10x** | 100 | 150 | 1.50x |' in row
+    assert '| cwd | failed: boom |' in body and '```\npython x\n```' in body
+    assert memory_text(ok).startswith('RSS 500 / 550 MiB (1.10x)')
+    assert memory_text(SpeedResult('a', 'fp32')) == 'not measured'
