@@ -123,7 +123,8 @@ def markdown_table(rows: Dict[str, Row], order: Sequence[str],
         cells = [label, ','.join(map(str, row.seeds)) or 'missing',
                  *[row.stats[k].fmt() for k in METRIC_NAMES],
                  _fmt_signed(gain), _fmt_signed(rec, pct=True) if rec is not None else 'n/a',
-                 beyond, fmt_seconds(row.train_seconds.mean) if row.train_seconds.n else 'n/a']
+                 beyond, 'shipped' if name == 'teacher' and not row.train_seconds.mean
+                 else fmt_seconds(row.train_seconds.mean) if row.train_seconds.n else 'n/a']
         lines.append('| ' + ' | '.join(cells) + ' |')
     remarks = []
     if not math.isnan(t_ap) and not math.isnan(s_ap):
