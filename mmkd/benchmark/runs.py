@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, DictAction
 
+from ..utils.checkpoint import file_sha256
 from ..utils.paths import REPO_ROOT, resolve_path
 from .suite import (CLS_TEACHER_CONFIG, METHODS, SHIPPED_TEACHER, STUDENT_CONFIG,
                     TEACHER_EPOCH_FACTOR, MethodSpec)
@@ -136,13 +137,9 @@ def schedule_options(cfg: Config, epochs: int) -> List[str]:
 
 
 def _file_digest(path: str) -> str:
-    if not osp.isfile(path):
-        return 'missing'
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a file, or ``'missing'``."""
+    return file_sha256(path) if osp.isfile(path) else 'missing'
+
 
 
 def _model_refs(cfg: Config) -> List[str]:
