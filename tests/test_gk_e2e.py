@@ -6,7 +6,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from conftest import REPO, apply_data_options, data_options, run_tool
-from mmkd.models.methods.global_knowledge import PGMHook
+from mmkd.models.methods.global_knowledge import PGMHook, pgm_population
 from mmkd.models.utils import MethodRecorder
 
 GK_CFG = 'configs/synthetic/kd_pgm_r34w32_r18w16_12e_synthetic.py'
@@ -49,6 +49,43 @@ def test_pgm_hook_collects_descriptors_and_caches_teacher(tmp_path, synthetic_da
     assert all(torch.equal(a, b) for a, b in zip(ds, ds2))  # same student, same descriptors
     loss.generate_prototypes(ds, dt, lab)
     assert loss.pgm.ready
+
+
+def test_pgm_population_is_per_class_and_the_pass_logs_progress(tmp_path, synthetic_data,
+                                                                teacher_ckpt):
+    """Per class c: up to max_samples images holding c, and only their class-c boxes."""
+    import logging
+    cfg = apply_data_options(Config.fromfile(osp.join(REPO, GK_CFG)), synthetic_data)
+    cfg.model.teacher_ckpt = teacher_ckpt
+    cfg.model.distill_losses.loss_gk.pgm.update(min_size=4, max_samples=2)
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    loss = runner.model.distill_losses.loss_gk
+    dataset = runner.train_dataloader.dataset
+    pop = pgm_population(dataset, loss.num_classes, 4, 2, seed=1)
+    want = torch.zeros(loss.num_classes, dtype=torch.long)
+    in_union = 0
+    for i in range(len(dataset)):
+        for inst in dataset.get_data_info(i)['instances']:
+            x1, y1, x2, y2 = inst['bbox']
+            big = x2 - x1 > 4 and y2 - y1 > 4
+            if i in pop and big:
+                in_union += 1
+                if inst['bbox_label'] in pop[i]:
+                    want[inst['bbox_label']] += 1
+    assert all(len([i for i in pop if c in pop[i]]) <= 2 for c in range(loss.num_classes))
+    assert 0 < int(want.sum()) < in_union  # the old rule pooled every box of the drawn images
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    runner.logger.addHandler(handler)
+    try:
+        _, _, lab = PGMHook(batch_size=2, log_interval=1).collect(runner, runner.model, loss)
+    finally:
+        runner.logger.removeHandler(handler)
+    assert torch.equal(torch.bincount(lab[0], minlength=loss.num_classes), want)
+    lines = [r.getMessage() for r in records if 'ETA' in r.getMessage()]
+    assert lines and lines[0].startswith(f'PGM epoch 0: 2/{len(pop)} images')
 
 
 def test_offline_mode_trains_with_prototypes_every_epoch(tmp_path, synthetic_data,

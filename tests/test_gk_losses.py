@@ -7,8 +7,9 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 from mmkd.models import DistillContext, soft_label_kl
-from mmkd.models.methods.global_knowledge import (RobustDistillingModule, gk_levels,
-                                                  gk_masked_error)
+from mmkd.models.methods.global_knowledge import (RobustDistillingModule, box_descriptors,
+                                                  gk_levels, gk_masked_error)
+from mmkd.models.utils.box_mask import paint_box_mask_overwrite
 from mmkd.models.utils import TrainProgress
 
 
@@ -110,12 +111,14 @@ def test_robustness_paints_the_mask_and_attenuation_scales_feature_terms():
     assert loss(ctx6)['fg'].item() == pytest.approx(0.5 * want, rel=1e-5)
 
 
-def test_negative_robustness_counts_as_background():
-    loss = _gt_loss(fg_weight=1.0, bg_weight=1.0)
+@pytest.mark.parametrize('negative_r', ['keep', 'clamp'])
+def test_negative_robustness(negative_r):
+    loss = _gt_loss(fg_weight=1.0, bg_weight=1.0, negative_r=negative_r)
     s = torch.zeros(1, 2, 4, 4)
     s[0, 0] = 1.0
     t = torch.zeros(1, 2, 4, 4)
-    t[0, 0] = -1.0  # teacher descriptor (-1, 0)
+    t[0, 0] = -1.0  # teacher descriptor (-1, 0); D = S - T = (2, 0) on every cell
+    t[0, 0, 3, 3] = 1.0  # one background cell where D = 0 (keeps the two bg rules apart)
     pgm = loss.pgm
     pgm.proto_s[0, 1, 0] = torch.tensor([1.0, 0.0])  # cos_s = 1
     pgm.proto_t[0, 1, 0] = torch.tensor([1.0, 0.0])  # cos_t = -1 -> r = 1 - 2 = -1
@@ -124,8 +127,13 @@ def test_negative_robustness_counts_as_background():
     ctx = DistillContext(None, None, [_sample([[0, 0, 4, 4]], [1])], (s, ), (t, ),
                          progress=TrainProgress(max_epochs=12))
     out = loss(ctx)
-    assert out['fg'].item() == 0.0  # nothing painted positive
-    assert out['bg'].item() == pytest.approx(16 * 4 / (2 * 2 * 16))  # D^2 = 4 on channel 0
+    # the box covers cells rows/cols 0-1 (stride 2); cell (3, 3) has D = 0
+    if negative_r == 'keep':  # released: the box paints r = -1 (fg < 0), bg weight 1 - r = 2
+        fg, bg = -16.0, (11 * 4 + 4 * 2 * 4) / (2 * 2 * (12 + 4 * 2))
+    else:  # clamp: nothing painted positive; every cell is background
+        fg, bg = 0.0, 15 * 4 / (2 * 2 * 16)
+    assert out['fg'].item() == pytest.approx(fg)
+    assert out['bg'].item() == pytest.approx(bg)
 
 
 def test_relation_term_hand_value():
@@ -180,8 +188,17 @@ def test_soft_label_weighted_by_roi_robustness_matches_formula():
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match='unknown pgm settings'):
         RobustDistillingModule(pgm=dict(modes='online'))
-    with pytest.raises(ValueError, match="'offline' or 'online'"):
+    with pytest.raises(ValueError, match="'offline', 'online'"):
         RobustDistillingModule(pgm=dict(mode='cached'))
+    for option, valid in (('descriptor', "'int_crop', 'roi_align'"),
+                          ('mask_painting', "'int_overwrite', 'cover_max'"),
+                          ('negative_r', "'keep', 'clamp'")):
+        with pytest.raises(ValueError, match=f"{option}='bad' is not valid; choose one of "
+                                             f"{valid}"):
+            RobustDistillingModule(**{option: 'bad'})
+    with pytest.raises(ValueError, match='strides has 2 entries'):
+        RobustDistillingModule(boxes='gt', soft_weight=0, strides=[8, 16]).setup(_Det(n=5),
+                                                                               _Det(n=5))
     with pytest.raises(ValueError, match='levels'):
         RobustDistillingModule(boxes='gt', soft_weight=0).setup(_Det(n=5), _Det(n=4))
 
@@ -204,3 +221,86 @@ def test_vectorised_bank_push_equals_a_per_instance_ring_buffer():
                     cnt[lvl, c] += 1
     assert torch.equal(loss.bank_s, ref) and torch.equal(loss.bank_t, 2 * ref)
     assert torch.equal(loss.bank_count, cnt)
+
+
+# ---- descriptor and painting conventions ------------------------------------------------------
+def test_int_crop_descriptor_is_the_inclusive_integer_cell_mean_with_equal_gradients():
+    feat = torch.arange(2 * 36, dtype=torch.float32).view(1, 2, 6, 6).requires_grad_(True)
+    # stride 2: x cells int(3/2)=1 .. int(9/2)=4, y cells int(5/2)=2 .. int(11/2)=5 (inclusive)
+    rois = torch.tensor([[0, 3.0, 5.0, 9.0, 11.0],
+                         [0, -3.0, 0.0, 1.0, 30.0]])  # x: |-3|/2 -> 1, 1/2 -> 0 kept at 1;
+    # y: 0 .. int(30/2) = 15, clipped to row 5
+    desc = box_descriptors([feat], rois, (12, 12), 'int_crop')[0]
+    torch.testing.assert_close(desc[0], feat[0, :, 2:6, 1:5].mean((1, 2)))
+    torch.testing.assert_close(desc[1], feat[0, :, 0:6, 1:2].mean((1, 2)))
+    desc[0].sum().backward()
+    want = torch.zeros(1, 2, 6, 6)
+    want[0, :, 2:6, 1:5] = 1 / 16
+    torch.testing.assert_close(feat.grad, want)
+
+
+def test_roi_align_descriptor_option_is_the_bilinear_mean_over_the_box():
+    # a map equal to its column index: the bilinear mean over a box is the value at the box
+    # centre, (x1 + x2) / (2 s) - 0.5 in cell units; the integer crop averages whole cells
+    feat = torch.arange(8, dtype=torch.float32).repeat(1, 1, 8, 1)
+    rois = torch.tensor([[0, 2.0, 2.0, 10.0, 10.0]])
+    assert box_descriptors([feat], rois, (16, 16), 'roi_align')[0].item() == \
+        pytest.approx(2.5, abs=1e-5)
+    assert box_descriptors([feat], rois, (16, 16), 'int_crop')[0].item() == \
+        pytest.approx(3.0)  # cells 1..5
+    assert box_descriptors([feat], rois, (16, 16), 'int_crop', strides=[4])[0].item() == \
+        pytest.approx(1.0)  # cells int(2/4)=0 .. int(10/4)=2 with a given stride of 4
+
+
+def _paint_sequential(boxes, values, hw, s):
+    """The released painting written box by box (an independent reference)."""
+    mask = torch.zeros(hw)
+    for (x1, y1, x2, y2), v in zip(boxes.tolist(), values.tolist()):
+        cx1, cy1 = int(x1 / s), int(y1 / s)
+        cx2, cy2 = min(int(x2 / s), hw[1]), min(int(y2 / s), hw[0])
+        if cx2 <= cx1 or cy2 <= cy1:
+            r, c = min(max(cy1, 0), hw[0] - 1), min(max(cx1, 0), hw[1] - 1)
+            mask[r, c] = max(mask[r, c].item(), v)
+        else:
+            mask[cy1:cy2, cx1:cx2] = v
+    return mask
+
+
+def test_released_painting_hand_case():
+    boxes = torch.tensor([[0., 0., 16., 16.],  # r .5 on cells 0..3
+                          [8., 8., 20., 20.],  # r .2 on cells 2..4: overwrites (2..3, 2..3)
+                          [20., 20., 22., 30.],  # x cells 5..4 empty: cell (5, 5) = max(0, .9)
+                          [9., 9., 10., 10.],  # degenerate at (2, 2): max(.2, .1) stays .2
+                          [12., 12., 13., 13.],  # degenerate at (3, 3): max(.2, .7) = .7
+                          [12., 12., 16., 16.],  # cell 3 only: overwrites (3, 3) with .3
+                          [24., 0., 31., 3.]])  # y cells 0..-1 empty: (0, 6) = max(0, -.4)
+    r = torch.tensor([.5, .2, .9, .1, .7, .3, -.4])
+    want = torch.zeros(8, 8)
+    want[0:4, 0:4] = .5
+    want[2:5, 2:5] = .2
+    want[5, 5] = .9
+    want[3, 3] = .3
+    got = paint_box_mask_overwrite(boxes, (8, 8), (4, 4), r)
+    torch.testing.assert_close(got, want)
+    # the end is exclusive: a box ending inside cell 3 covers cells 0..2 only
+    assert paint_box_mask_overwrite(torch.tensor([[0., 0., 15., 15.]]), (8, 8), (4, 4),
+                                    torch.ones(1)).sum() == 9
+    # mmkd's cover_max option: every overlapped cell, the larger r wins, order-free
+    cover = RobustDistillingModule.paint_masks(
+        torch.cat([torch.zeros(7, 1), boxes], 1), [r], torch.zeros(7, dtype=torch.long),
+        [(8, 8)], 1, (32, 32), painting='cover_max')[0][0]
+    assert cover[3, 3].item() == pytest.approx(.7) and cover[2, 2].item() == pytest.approx(.5)
+    assert cover[5, 5].item() == pytest.approx(.9)
+    assert cover[0, 6].item() == pytest.approx(-.4)  # floor..ceil covers row 0: painted
+
+
+def test_released_painting_equals_box_by_box_painting_on_random_boxes():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        n = int(torch.randint(1, 30, (1, ), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 60
+        wh = torch.rand(n, 2, generator=g) * 30 * (torch.rand(n, 1, generator=g) > 0.2)
+        boxes = torch.cat([xy, xy + wh], 1)
+        vals = torch.rand(n, generator=g) * 2 - 0.5
+        torch.testing.assert_close(paint_box_mask_overwrite(boxes, (9, 11), (6, 6), vals),
+                                   _paint_sequential(boxes, vals, (9, 11), 6))

@@ -1,4 +1,6 @@
 """Global Knowledge PGM: density filter, joint matching pursuit, alpha, robustness."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -125,3 +127,44 @@ def test_robustness_is_one_when_spaces_agree_and_drops_when_they_disagree():
     # a class without prototypes gets r = 1
     r3 = robustness(PrototypeGenerationModule(1, 2, 8, 8), fs, bad_t, lv, lab)
     assert torch.equal(r3, torch.ones_like(r3))
+
+
+def _densities(f, bandwidth=0.1):
+    """rho_i = sum_j exp(-((1 - cos_ij) / bw)^2), written out with Python floats."""
+    rows = [[float(x) for x in r] for r in F.normalize(f, dim=1)]
+    rho = []
+    for a in rows:
+        rho.append(sum(math.exp(-((1 - sum(x * y for x, y in zip(a, b))) / bandwidth) ** 2)
+                       for b in rows))
+    return rho
+
+
+def test_density_filter_keeps_densities_strictly_above_the_quantile_value():
+    g = torch.Generator().manual_seed(3)
+    for n in (5, 9, 17):
+        fs = torch.randn(n, 4, generator=g) + 2.0 * torch.randn(1, 4, generator=g)
+        ft = torch.randn(n, 6, generator=g) + 2.0 * torch.randn(1, 6, generator=g)
+        k = int(0.4 * n)
+        want = []
+        rs, rt = _densities(fs), _densities(ft)
+        for i in range(n):
+            want.append(rs[i] > sorted(rs)[k] and rt[i] > sorted(rt)[k])
+        if not any(want):
+            want = [True] * n
+        got = density_filter(F.normalize(fs, dim=1), F.normalize(ft, dim=1), 0.1, 0.4)
+        assert got.tolist() == want, n
+
+
+def test_density_filter_small_classes_are_defined():
+    e = torch.eye(4)
+    assert density_filter(e[:0], e[:0]).tolist() == []
+    assert density_filter(e[:1], e[:1]).tolist() == [True]  # the release crashes at N = 1
+    assert density_filter(e[:2], e[:2]).tolist() == [True, True]  # ties: all kept
+    # N = 4: the student keeps {0, 1} (a close pair), the teacher {2, 3}: no instance passes in
+    # both spaces (the release crashes), so all four are kept
+    near = F.normalize(torch.tensor([1.0, 0.01, 0.0, 0.0]), dim=0)
+    fs = torch.stack([e[0], near, e[2], e[3]])
+    ft = torch.stack([e[0], e[1], e[2], F.normalize(e[2] + 0.01 * e[3], dim=0)])
+    assert density_filter(fs, fs).tolist() == [True, True, False, False]
+    assert density_filter(ft, ft).tolist() == [False, False, True, True]
+    assert density_filter(fs, ft).tolist() == [True] * 4

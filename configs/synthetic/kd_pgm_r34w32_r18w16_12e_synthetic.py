@@ -1,22 +1,14 @@
 # Global-Knowledge distillation (PGM + RDM) on the built-in data: R34w32 teacher -> R18w16
-# student, 12 epochs. Objects here are 8-96 px, so prototypes use boxes over 12 px.
+# student, 12 epochs, with the released conventions (configs/_base_/gk_released.py). Objects
+# here are 8-96 px, so prototypes use boxes over 12 px, and up to 200 images per class.
 # pgm.mode='offline' runs an extra pass before each epoch (PGMHook); 'online' fills a memory
 # bank from the training steps instead:  --cfg-options model.distill_losses.loss_gk.pgm.mode=online
-_base_ = '../_base_/synthetic_distill.py'
+_base_ = ['../_base_/synthetic_distill.py', '../_base_/gk_released.py']
 model = dict(
     distill_losses=dict(
         loss_gk=dict(
-            type='RobustDistillingModule',
+            **_base_.gk_loss,
             boxes='pos_rois',
-            fg_weight=1.0,
-            bg_weight=4.0,
-            soft_weight=1.0,
-            temperature=2.0,
-            relation_weight=0.0,
-            pgm=dict(mode='offline', num_prototypes=10, alpha=10.0, min_size=12,
-                     max_samples=200, bank_size=64))))
-custom_hooks = [
-    dict(type='StudentCheckpointHook'),
-    dict(type='EpochSeedHook'),
-    dict(type='PGMHook', interval=1, batch_size=8),
-]
+            strides=[4, 8, 16, 32, 64],  # the student's RPN anchor strides
+            pgm=dict(_base_.gk_pgm, min_size=12, max_samples=200, bank_size=64))))
+custom_hooks = _base_.gk_hooks[:2] + [dict(type='PGMHook', interval=1, batch_size=8)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -15,7 +15,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import Tensor
 
-from ...utils.box_pool import boxes_to_rois, pool_levels
+from ...utils.box_pool import boxes_to_rois
+from .descriptors import box_descriptors
 from .robust_distilling import RobustDistillingModule
 
 
@@ -39,11 +40,18 @@ def offline_pipeline(test_pipeline: List[dict]) -> List[dict]:
     return steps
 
 
-def select_images(dataset, num_classes: int, min_size: float, max_samples: int,
-                  seed: int = 1) -> List[int]:
-    """Indices of the images that feed PGM: per class, up to ``max_samples`` images (drawn with
-    ``seed``) holding a box of that class larger than ``min_size`` in both sides
-    (original-image pixels)."""
+def pgm_population(dataset, num_classes: int, min_size: float, max_samples: int,
+                   seed: int = 1) -> Dict[int, FrozenSet[int]]:
+    """Which GT boxes feed PGM, as the release chooses them.
+
+    For every class c, up to ``max_samples`` images that hold a class-c box larger than
+    ``min_size`` in both sides (original-image pixels) are drawn with ``seed``; from each drawn
+    image only its class-c boxes (larger than ``min_size``) are used for class c. An image drawn
+    for several classes contributes the boxes of each of those classes, and no others.
+
+    Returns:
+        ``{image index: classes drawn for it}``, in index order.
+    """
     per_class: Dict[int, List[int]] = {c: [] for c in range(num_classes)}
     for i in range(len(dataset)):
         seen = set()
@@ -56,41 +64,53 @@ def select_images(dataset, num_classes: int, min_size: float, max_samples: int,
                 per_class[c].append(i)
                 seen.add(c)
     rng = np.random.default_rng(seed)
-    chosen = set()
+    drawn: Dict[int, set] = {}
     for c in range(num_classes):
         imgs = per_class[c]
         if len(imgs) > max_samples:
             imgs = rng.choice(imgs, size=max_samples, replace=False).tolist()
-        chosen.update(imgs)
-    return sorted(chosen)
+        for i in imgs:
+            drawn.setdefault(int(i), set()).add(c)
+    return {i: frozenset(drawn[i]) for i in sorted(drawn)}
 
 
 @HOOKS.register_module()
 class PGMHook(Hook):
     """Generate Global-Knowledge prototypes before every ``interval``-th epoch (offline mode).
 
-    Runs the *live* student (in eval mode, no gradients) and the frozen teacher over the chosen
-    training images with the test pipeline, pools a descriptor per GT box at every FPN level,
-    and hands them to every :class:`RobustDistillingModule` whose ``pgm.mode`` is ``'offline'``.
+    Runs the *live* student (in eval mode, no gradients) and the frozen teacher over the
+    training images that :func:`pgm_population` draws (per class, up to ``max_samples`` images
+    holding it; only that class's boxes of each), with the test pipeline, pools a descriptor per
+    box at every FPN level with the loss's ``descriptor`` rule, and hands them to every
+    :class:`RobustDistillingModule` whose ``pgm.mode`` is ``'offline'``. The strides are the
+    batch input size over each map's size, per axis, as the release scales boxes here.
     Teacher descriptors are computed once and cached. With several processes each rank handles
     its share of the images and the prototypes end identical on every rank. Does nothing for
     online-mode losses (they refresh from their memory bank during training).
 
-    The time spent is logged and kept in the message hub as ``pgm_seconds``.
+    A progress line (images and instances done, elapsed time, ETA) is logged every
+    ``log_interval`` batches; the time spent is logged at the end and kept in the message hub
+    as ``pgm_seconds``.
 
     Args:
         interval: run every ``interval`` epochs (1 = before every epoch, as the paper).
         batch_size: images per forward pass.
         seed: seed of the per-class image sampling.
+        log_interval: batches between progress lines (0 = none).
     """
 
     priority = 'NORMAL'  # after EpochSeedHook (VERY_HIGH): the pass draws no random numbers
 
-    def __init__(self, interval: int = 1, batch_size: int = 4, seed: int = 1) -> None:
+    def __init__(self, interval: int = 1, batch_size: int = 4, seed: int = 1,
+                 log_interval: int = 50) -> None:
         self.interval, self.batch_size, self.seed = int(interval), int(batch_size), int(seed)
+        self.log_interval = int(log_interval)
+        if self.interval < 1 or self.batch_size < 1 or self.log_interval < 0:
+            raise ValueError(f'PGMHook: interval ({interval}) and batch_size ({batch_size}) '
+                             f'must be >= 1 and log_interval ({log_interval}) >= 0.')
         self._dataset = None
-        self._indices: Optional[List[int]] = None
-        self._teacher_cache: Dict[int, Tuple[List[Tensor], Tensor]] = {}
+        self._population: Optional[Dict[int, FrozenSet[int]]] = None
+        self._teacher_cache: Dict[int, List[Tensor]] = {}
 
     @staticmethod
     def _offline_losses(model) -> List[RobustDistillingModule]:
@@ -110,8 +130,9 @@ class PGMHook(Hook):
         seconds = time.perf_counter() - t0
         runner.message_hub.update_info('pgm_seconds', seconds)
         n = sum(int(l.shape[0]) for l in labels[:1])
-        runner.logger.info(f'PGM: prototypes for epoch {runner.epoch} from {n} instances on '
-                           f'rank {get_rank()} in {seconds:.1f}s')
+        runner.logger.info(f'PGM: prototypes for epoch {runner.epoch} from {n} instances '
+                           f'({len(self._population or {})} images in all ranks) on rank '
+                           f'{get_rank()} in {seconds:.1f}s')
 
     def _build_dataset(self, runner):
         cfg = runner.cfg
@@ -127,44 +148,56 @@ class PGMHook(Hook):
     @torch.no_grad()
     def collect(self, runner, model, loss: RobustDistillingModule
                 ) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
-        """This rank's per-level student/teacher GT-box descriptors and labels."""
+        """This rank's per-level student/teacher box descriptors and labels."""
         cfg = loss.pgm_cfg
         if self._dataset is None:
             self._dataset = self._build_dataset(runner)
-            self._indices = select_images(self._dataset, loss.num_classes, cfg['min_size'],
-                                          cfg['max_samples'], self.seed)
-        mine = self._indices[get_rank()::get_world_size()]
+            self._population = pgm_population(self._dataset, loss.num_classes,
+                                              cfg['min_size'], cfg['max_samples'], self.seed)
+        mine = list(self._population)[get_rank()::get_world_size()]
         L = loss.num_levels
         parts_s: List[List[Tensor]] = [[] for _ in range(L)]
         parts_t: List[List[Tensor]] = [[] for _ in range(L)]
         parts_l: List[Tensor] = []
         was_training = model.student.training
         model.student.eval()
+        num_batches = -(-len(mine) // self.batch_size)
+        t0, n_inst = time.perf_counter(), 0
         try:
-            for start in range(0, len(mine), self.batch_size):
+            for b_idx, start in enumerate(range(0, len(mine), self.batch_size)):
                 chunk = mine[start:start + self.batch_size]
                 data = model.data_preprocessor(
                     pseudo_collate([self._dataset[i] for i in chunk]), False)
                 inputs, samples = data['inputs'], data['data_samples']
                 boxes, labels = [], []
-                for ds in samples:
+                for i, ds in zip(chunk, samples):
                     b = get_box_tensor(ds.gt_instances.bboxes).float()
+                    lab = ds.gt_instances.labels
                     sf = b.new_tensor(ds.scale_factor).repeat(2)  # (w, h, w, h)
                     orig = b / sf
+                    drawn = torch.as_tensor(sorted(self._population[i]), dtype=lab.dtype,
+                                            device=lab.device)
                     ok = ((orig[:, 2] - orig[:, 0]) > cfg['min_size']) & (
-                        (orig[:, 3] - orig[:, 1]) > cfg['min_size'])
+                        (orig[:, 3] - orig[:, 1]) > cfg['min_size']) & torch.isin(lab, drawn)
                     boxes.append(b[ok])
-                    labels.append(ds.gt_instances.labels[ok])
+                    labels.append(lab[ok])
                 rois = boxes_to_rois(boxes).to(inputs.device)
-                if rois.shape[0] == 0:
-                    continue
-                s_desc = pool_levels(model.student.extract_feat(inputs), rois, inputs.shape[-2])
-                for l, d in enumerate(s_desc):
-                    parts_s[l].append(d.cpu())
-                t_desc = self._teacher_descriptors(model, chunk, inputs, samples, rois, boxes)
-                for l in range(L):
-                    parts_t[l].append(t_desc[l])
-                parts_l.append(torch.cat(labels).cpu())
+                if rois.shape[0]:
+                    hw = tuple(inputs.shape[-2:])
+                    s_desc = box_descriptors(model.student.extract_feat(inputs), rois, hw,
+                                             loss.descriptor)
+                    for l, d in enumerate(s_desc):
+                        parts_s[l].append(d.cpu())
+                    t_desc = self._teacher_descriptors(model, loss, chunk, inputs, samples,
+                                                       rois, boxes)
+                    for l in range(L):
+                        parts_t[l].append(t_desc[l])
+                    parts_l.append(torch.cat(labels).cpu())
+                    n_inst += int(rois.shape[0])
+                done = b_idx + 1
+                if self.log_interval and done % self.log_interval == 0 and done < num_batches:
+                    self._log_progress(runner, done, num_batches, start + len(chunk), len(mine),
+                                       n_inst, time.perf_counter() - t0)
         finally:
             model.student.train(was_training)
         device = loss.pgm.proto_s.device
@@ -174,14 +207,24 @@ class PGMHook(Hook):
         lab = (torch.cat(parts_l) if parts_l else torch.zeros(0, dtype=torch.long)).to(device)
         return desc_s, desc_t, [lab] * L
 
-    def _teacher_descriptors(self, model, chunk, inputs, samples, rois, boxes) -> List[Tensor]:
+    @staticmethod
+    def _log_progress(runner, done: int, total: int, images: int, all_images: int,
+                      instances: int, elapsed: float) -> None:
+        eta = elapsed / done * (total - done)
+        runner.logger.info(f'PGM epoch {runner.epoch}: {images}/{all_images} images, '
+                           f'{instances} instances on rank {get_rank()}, {elapsed:.0f}s elapsed, '
+                           f'ETA {eta:.0f}s')
+
+    def _teacher_descriptors(self, model, loss, chunk, inputs, samples, rois,
+                             boxes) -> List[Tensor]:
         """Per level, (N, Ct) teacher descriptors of this chunk's boxes, from the cache when
         every image of the chunk is in it (the teacher is frozen, so they never change)."""
         if all(i in self._teacher_cache for i in chunk):
             per_img = [self._teacher_cache[i] for i in chunk]
             return [torch.cat([p[l] for p in per_img]) for l in range(len(per_img[0]))]
         t_feats = model.teacher.extract_feat(model._teacher_batch(inputs, samples))
-        desc = [d.cpu() for d in pool_levels(t_feats, rois, inputs.shape[-2])]
+        desc = [d.cpu() for d in box_descriptors(t_feats, rois, tuple(inputs.shape[-2:]),
+                                                 loss.descriptor)]
         offsets = np.cumsum([0] + [len(b) for b in boxes])
         for j, i in enumerate(chunk):
             self._teacher_cache[i] = [d[offsets[j]:offsets[j + 1]] for d in desc]

@@ -17,12 +17,19 @@ from torch import Tensor, nn
 
 def density_filter(fs: Tensor, ft: Tensor, bandwidth: float = 0.1,
                    drop_ratio: float = 0.4) -> Tensor:
-    """Keep the instances that are dense in both spaces.
+    """Keep the instances that are dense in both spaces (the released rule).
 
     Density in one space: ``rho_i = sum_j exp(-((1 - cos_ij) / bandwidth) ** 2)``. An instance
-    is kept when its density is at least the value at sorted position ``floor(drop_ratio * N)``
-    in *both* spaces (the original keeps values strictly above it; ``>=`` keeps a class with a
-    single instance). If no instance passes in both spaces, all are kept.
+    is kept when its density is **strictly greater** than the value at sorted position
+    ``floor(drop_ratio * N)`` (ascending) in *both* spaces.
+
+    When no instance passes in both spaces, all instances are kept; the released code crashes
+    there instead (its matching pursuit gets no candidate), so wherever the release produces a
+    result this is the same set. It defines small classes: with N = 1 or 2 every density ties,
+    nothing is strictly greater, and all instances are kept. Each space keeps at most
+    ``N - floor(drop_ratio N) - 1`` instances, so the two sets may miss each other for small N
+    (the release crashed on one N = 4 class of the reference draw); without ties they always
+    overlap from N = 11 on (drop_ratio 0.4).
 
     Args:
         fs: (N, Ds) L2-normalised student features.
@@ -39,7 +46,7 @@ def density_filter(fs: Tensor, ft: Tensor, bandwidth: float = 0.1,
     for f in (fs, ft):
         dist = 1.0 - f @ f.t()
         rho = torch.exp(-(dist / bandwidth) ** 2).sum(1)
-        keep &= rho >= rho.sort().values[k]
+        keep &= rho > rho.sort().values[min(k, n - 1)]
     return keep if bool(keep.any()) else torch.ones_like(keep)
 
 

@@ -1,7 +1,8 @@
 """RDM: robustness-weighted distillation of the Global-Knowledge method (Tang et al., 2022).
 
 Every instance (by default the student's positive sampled RoIs, labelled with their GT class) is
-described by its box-pooled FPN feature in the student and the teacher space. Its robustness
+described by its box-pooled FPN feature (:mod:`.descriptors`) in the student and the teacher
+space. Its robustness
 ``r = 1 - |max cos(student desc, student prototypes of its class) - max cos(teacher desc,
 teacher prototypes of its class)|`` says whether the two spaces agree about it; r then weights
 
@@ -31,9 +32,15 @@ from ...losses.base import BaseDistillLoss, require_finite
 from ...losses.feature_imitation import align_teacher_feat, neck_channels
 from ...losses.functional import soft_label_kl
 from ...losses.weight_schedule import WeightSchedule
-from ...utils.box_mask import paint_box_mask
-from ...utils.box_pool import boxes_to_rois, pool_levels
+from ...utils.box_mask import paint_box_mask, paint_box_mask_overwrite
+from ...utils.box_pool import boxes_to_rois
+from .descriptors import DESCRIPTORS, box_descriptors, check_choice, level_strides
 from .prototype_generation import PrototypeGenerationModule, robustness
+
+#: ``mask_painting`` choices: the released integer cells with overwrite, or mmkd's cover + max.
+MASK_PAINTINGS = ('int_overwrite', 'cover_max')
+#: ``negative_r`` choices: keep negative robustness in the fg term (released) or clamp it at 0.
+NEGATIVE_R = ('keep', 'clamp')
 
 
 def gk_levels(boxes: Tensor, num_levels: int) -> Tensor:
@@ -77,6 +84,21 @@ class RobustDistillingModule(BaseDistillLoss):
         relation_weight: weight of the global relation loss (0 = off; the code's value was 5).
         feat_schedule: :class:`~mmkd.models.losses.WeightSchedule` kwargs for the feature terms;
             default the paper's ``1 - epoch / max_epochs`` attenuation. ``{}`` disables it.
+        descriptor: how a box is pooled into a descriptor (robustness, relation term and the
+            offline PGM pass): ``'int_crop'`` (released: mean over the integer cells
+            ``int(|x1|/s) .. int(|x2|/s)``, both ends inclusive) or ``'roi_align'`` (mmkd's
+            earlier choice: RoIAlign 1x1, the bilinear mean over the box itself).
+        mask_painting: how boxes paint the fg mask: ``'int_overwrite'`` (released: cells
+            ``int(x1/s) .. int(x2/s) - 1``, a later box overwrites, a box with an empty range
+            sets one cell to the max) or ``'cover_max'`` (mmkd's earlier choice: every cell the
+            box overlaps, the larger r wins, independent of the box order).
+        negative_r: ``'keep'`` (released: a box with r < 0 paints r, the fg term can go
+            negative and the bg mask there is ``1 - r``) or ``'clamp'`` (fg mask ``max(r, 0)``,
+            bg mask ``[M <= 0]``).
+        strides: per-level FPN strides in input pixels for descriptors and masks (the release
+            uses the RPN anchor strides, e.g. ``[4, 8, 16, 32, 64]``); None infers them as
+            batch input size / map size, which differs from the anchor stride on a level whose
+            map size was rounded up (e.g. P6 of an 800-px input: 800 / 13 = 61.5).
         pgm: prototype generation settings:
             ``mode``: ``'offline'`` (the paper: an extra pass over the training set before each
             epoch, run by :class:`PGMHook`) or ``'online'`` (a per-class memory bank filled from
@@ -91,13 +113,16 @@ class RobustDistillingModule(BaseDistillLoss):
     def __init__(self, boxes: str = 'auto', level_reduction: Optional[str] = None, fg_weight: float = 1.0, bg_weight: float = 4.0,
                  soft_weight: float = 1.0, temperature: float = 2.0,
                  relation_weight: float = 0.0, feat_schedule: Optional[dict] = None,
-                 pgm: Optional[dict] = None, **kwargs) -> None:
+                 pgm: Optional[dict] = None, descriptor: str = 'int_crop',
+                 mask_painting: str = 'int_overwrite', negative_r: str = 'keep',
+                 strides: Optional[Sequence[float]] = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        if boxes not in ('auto', 'pos_rois', 'pos_anchors', 'gt'):
-            raise ValueError("boxes must be 'auto', 'pos_rois', 'pos_anchors' or 'gt', got "
-                             f'{boxes!r}')
-        if level_reduction not in (None, 'mean', 'sum'):
-            raise ValueError("level_reduction must be None, 'mean' or 'sum'")
+        self.descriptor = check_choice('descriptor', descriptor, DESCRIPTORS)
+        self.mask_painting = check_choice('mask_painting', mask_painting, MASK_PAINTINGS)
+        self.negative_r = check_choice('negative_r', negative_r, NEGATIVE_R)
+        self.strides = None if strides is None else [float(x) for x in strides]
+        check_choice('boxes', boxes, ('auto', 'pos_rois', 'pos_anchors', 'gt'))
+        check_choice('level_reduction', level_reduction, (None, 'mean', 'sum'))
         self.boxes, self.level_reduction = boxes, level_reduction
         self.fg_weight, self.bg_weight = float(fg_weight), float(bg_weight)
         self.soft_weight, self.temperature = float(soft_weight), float(temperature)
@@ -111,8 +136,7 @@ class RobustDistillingModule(BaseDistillLoss):
         if unknown:
             raise ValueError(f'unknown pgm settings {sorted(unknown)}; known: {sorted(self.pgm_cfg)}')
         self.pgm_cfg.update(pgm or {})
-        if self.pgm_cfg['mode'] not in ('offline', 'online'):
-            raise ValueError("pgm mode must be 'offline' or 'online'")
+        check_choice('pgm.mode', self.pgm_cfg['mode'], ('offline', 'online'))
         self.pgm: Optional[PrototypeGenerationModule] = None
         self.adapters: Optional[nn.ModuleList] = None
         self._warned_not_ready = False
@@ -149,6 +173,9 @@ class RobustDistillingModule(BaseDistillLoss):
             raise ValueError(f'student FPN has {num_levels} levels and teacher {t_levels}; '
                              'Global-Knowledge distillation pairs them level by level.')
         self.num_levels, self.num_classes = int(num_levels), int(num_classes)
+        if self.strides is not None and len(self.strides) != self.num_levels:
+            raise ValueError(f'RobustDistillingModule: strides has {len(self.strides)} entries '
+                             f'but the FPN has {self.num_levels} levels; give one per level.')
         self.adapters = nn.ModuleList(nn.Conv2d(cs, ct, 3, padding=1) for _ in range(num_levels))
         c = self.pgm_cfg
         self.pgm = PrototypeGenerationModule(num_levels, num_classes, cs, ct, c['num_prototypes'],
@@ -258,12 +285,13 @@ class RobustDistillingModule(BaseDistillLoss):
             boxes.append(torch.cat(per_img))
         return boxes, torch.cat(labels), torch.cat(levels)
 
-    def _descriptors(self, ctx: DistillContext, rois: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
-        """Per level, (N, Cs) student (with grad) and (N, Ct) teacher box descriptors."""
-        h_in = ctx.batch_input_shape[0]
-        gs = pool_levels(ctx.student_feats, rois, h_in)
+    def descriptors(self, ctx: DistillContext, rois: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
+        """Per level, (N, Cs) student (with grad) and (N, Ct) teacher descriptors of ``rois``
+        (N, 5), pooled with this module's ``descriptor`` and ``strides``."""
+        hw = ctx.batch_input_shape
+        gs = box_descriptors(ctx.student_feats, rois, hw, self.descriptor, self.strides)
         with torch.no_grad():
-            gt = pool_levels(ctx.teacher_feats, rois, h_in)
+            gt = box_descriptors(ctx.teacher_feats, rois, hw, self.descriptor, self.strides)
         return gs, gt
 
     def forward(self, ctx: DistillContext) -> Dict[str, Tensor]:
@@ -271,7 +299,7 @@ class RobustDistillingModule(BaseDistillLoss):
         boxes, labels, own_levels = self._instances(ctx)
         rois = boxes_to_rois([b.detach().float() for b in boxes]).to(ctx.student_feats[0].device)
         labels = labels.to(rois.device).long()
-        gs, gt = self._descriptors(ctx, rois)
+        gs, gt = self.descriptors(ctx, rois)
         if self.pgm_cfg['mode'] == 'online' and self.training:
             self._push_gt_to_bank(ctx)
         if not self.pgm.ready and not self._warned_not_ready:
@@ -308,32 +336,55 @@ class RobustDistillingModule(BaseDistillLoss):
     @staticmethod
     def paint_masks(rois: Tensor, r_lvls: List[Tensor], box_lvl: Tensor,
                     feat_shapes: Sequence[Tuple[int, int]], batch_size: int,
-                    input_hw: Tuple[int, int]) -> List[Tensor]:
+                    input_hw: Tuple[int, int], painting: str = 'int_overwrite',
+                    strides: Optional[Sequence[float]] = None) -> List[Tensor]:
         """Per level, the (B, H_l, W_l) foreground mask: each box paints its robustness at its
-        own level ``box_lvl`` over the cells it covers (the larger r where boxes overlap)."""
+        own level ``box_lvl``, by the ``painting`` rule (see ``mask_painting``), in the order
+        of ``rois``.
+
+        Args:
+            rois: (N, 5) ``[batch_idx, x1, y1, x2, y2]``; r_lvls: L tensors (N,);
+            box_lvl: (N,) mask level of each box; feat_shapes: L (H_l, W_l);
+            input_hw: padded batch input size; strides: per-level strides or None (inferred).
+        """
+        check_choice('mask_painting', painting, MASK_PAINTINGS)
+        strides_yx = level_strides(feat_shapes, input_hw, strides)
+        paint = paint_box_mask_overwrite if painting == 'int_overwrite' else paint_box_mask
         masks = []
         for l, (hl, wl) in enumerate(feat_shapes):
             per_img = []
             for i in range(batch_size):
                 sel = (rois[:, 0] == i) & (box_lvl == l)
-                per_img.append(paint_box_mask(rois[sel, 1:], (hl, wl),
-                                              (input_hw[0] / hl, input_hw[1] / wl),
-                                              values=r_lvls[l][sel]))
+                per_img.append(paint(rois[sel, 1:], (hl, wl), strides_yx[l],
+                                     values=r_lvls[l][sel]))
             masks.append(torch.stack(per_img))
         return masks
+
+    def split_masks(self, mask: Tensor) -> Tuple[Tensor, Tensor]:
+        """The (fg, bg) weights of one painted mask under ``negative_r``.
+
+        ``'keep'``: fg = M (negative where r < 0), bg = 0 where M > 0 and ``1 - M`` elsewhere
+        (1 off the boxes, ``1 - r`` under a box with r < 0). ``'clamp'``: fg = max(M, 0),
+        bg = [M <= 0].
+        """
+        if self.negative_r == 'keep':
+            return mask, torch.where(mask > 0, torch.zeros_like(mask), 1.0 - mask)
+        return mask.clamp(min=0), (mask <= 0).to(mask)
 
     def _imitation(self, ctx: DistillContext, rois: Tensor, r_lvls: List[Tensor],
                    box_lvl: Tensor) -> Tuple[Tensor, Tensor]:
         """Decoupled FPN imitation: the fg and bg terms reduced over levels (unweighted)."""
         masks = self.paint_masks(rois, r_lvls, box_lvl,
                                  [f.shape[-2:] for f in ctx.student_feats],
-                                 ctx.student_feats[0].shape[0], ctx.batch_input_shape)
+                                 ctx.student_feats[0].shape[0], ctx.batch_input_shape,
+                                 self.mask_painting, self.strides)
         fg_terms, bg_terms = [], []
         for l, (s, t) in enumerate(zip(ctx.student_feats, ctx.teacher_feats)):
             a = self.adapters[l](s)
             diff = a - align_teacher_feat(a, t, l)
-            fg_terms.append(gk_masked_error(diff, masks[l].clamp(min=0)))
-            bg_terms.append(gk_masked_error(diff, (masks[l] <= 0).to(masks[l])))
+            fg_mask, bg_mask = self.split_masks(masks[l])
+            fg_terms.append(gk_masked_error(diff, fg_mask))
+            bg_terms.append(gk_masked_error(diff, bg_mask))
         reduce = torch.mean if self.level_reduction == 'mean' else torch.sum
         return reduce(torch.stack(fg_terms)), reduce(torch.stack(bg_terms))
 
@@ -342,19 +393,23 @@ class RobustDistillingModule(BaseDistillLoss):
         """What the module decides for given boxes (for tools/visualize_pgm.py).
 
         Returns a dict with ``rois`` (N, 5), ``level`` (N,) the mask level of each box
-        (the two-stage rule), ``r`` (N,) its robustness at that level, and ``masks``: per level
-        the (B, H_l, W_l) robustness-painted foreground mask used by the imitation loss.
+        (the two-stage rule), ``r`` (N,) its robustness at that level, ``r_levels`` (L, N) its
+        robustness at every level, ``desc_s`` (L, N, Cs) and ``desc_t`` (L, N, Ct) its
+        descriptors, and ``masks``: per level the (B, H_l, W_l) robustness-painted foreground
+        mask used by the imitation loss (before ``negative_r`` is applied).
         """
         rois = boxes_to_rois([b.float() for b in boxes]).to(ctx.student_feats[0].device)
         labels = labels.to(rois.device).long()
-        gs, gt = self._descriptors(ctx, rois)
+        gs, gt = self.descriptors(ctx, rois)
         r_lvls = [robustness(self.pgm, gs[l], gt[l], torch.full_like(labels, l), labels)
                   for l in range(self.num_levels)]
         lvl = gk_levels(rois[:, 1:], self.num_levels)
         masks = self.paint_masks(rois, r_lvls, lvl, [f.shape[-2:] for f in ctx.student_feats],
-                                 ctx.student_feats[0].shape[0], ctx.batch_input_shape)
+                                 ctx.student_feats[0].shape[0], ctx.batch_input_shape,
+                                 self.mask_painting, self.strides)
         r = torch.stack(r_lvls)[lvl, torch.arange(len(lvl), device=lvl.device)]
-        return dict(rois=rois, level=lvl, r=r, masks=masks)
+        return dict(rois=rois, level=lvl, r=r, r_levels=torch.stack(r_lvls),
+                    desc_s=torch.stack(gs), desc_t=torch.stack(gt), masks=masks)
 
     def _soft_label(self, ctx: DistillContext) -> Tensor:
         """r-weighted KL of the R-CNN class distributions on the student's positive RoIs."""
@@ -423,7 +478,7 @@ class RobustDistillingModule(BaseDistillLoss):
         rois = boxes_to_rois(boxes).to(ctx.student_feats[0].device)
         if rois.shape[0] == 0:
             return
-        gs, gt = self._descriptors(ctx, rois)
+        gs, gt = self.descriptors(ctx, rois)
         self._bank_push([g.detach() for g in gs], gt, torch.cat(labels).to(rois.device).long())
 
 
