@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .mmdet2_compat import upgrade_for
 from .paths import resolve_path
 
 STUDENT_PREFIX = 'student.'
@@ -164,6 +165,7 @@ def load_strict(model: nn.Module, path: str, role: str = 'teacher') -> Dict[str,
     """Load ``path`` into ``model`` strictly; returns the checkpoint's ``meta`` (may be empty)."""
     checkpoint = load_checkpoint_file(path, role)
     state = extract_state_dict(checkpoint)
+    state = upgrade_for(model, state)  # mmdet 2.x key names (mmdet2_compat.py)
     check_compatible(model, state, path, role)
     model.load_state_dict(state, strict=True)
     return checkpoint.get('meta', {}) if isinstance(checkpoint, dict) else {}
