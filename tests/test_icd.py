@@ -210,25 +210,17 @@ def test_student_features_are_detached_during_the_warm_up(it, flows):
     assert all(p.grad is None for p in model.teacher.parameters())
 
 
-def test_inherit_copies_the_teachers_neck_and_heads(tmp_path):
-    register_all_modules()
-    scfg = Config.fromfile(osp.join(REPO, STUDENT_CFG)).model
-    torch.manual_seed(3)
-    teacher = MODELS.build(scfg)
-    teacher.init_weights()
-    ckpt = str(tmp_path / 't.pth')
-    torch.save(dict(state_dict=teacher.state_dict()), ckpt)
-    model = MODELS.build(dict(type='DistillDetector', student=STUDENT_CFG, teacher=STUDENT_CFG,
-                              teacher_ckpt=ckpt, distill_losses=dict(loss_icd=dict(
-                                  type='InstanceConditionalDistillLoss', inherit=True))))
-    model.init_weights()  # the runner does this after building: the copies must survive
-    s, t = model.student.state_dict(), teacher.state_dict()
-    for k in ('neck.fpn_convs.0.conv.weight', 'rpn_head.rpn_conv.weight',
-              'roi_head.bbox_head.fc_cls.weight'):
-        assert torch.equal(s[k], t[k]), k
-    assert not torch.equal(s['backbone.conv1.weight'], t['backbone.conv1.weight'])
-    with pytest.raises(ValueError, match='inherit=False'):
-        _model(inherit=True)  # 64-channel student neck vs 128-channel teacher: nothing matches
+def test_inherit_moved_to_the_distiller_option():
+    """ICD's private ``inherit`` became DistillDetector's ``init_student_from_teacher`` (tested
+    in tests/test_init_from_teacher.py); the old key fails with the fix, or warns when False."""
+    with pytest.raises(ValueError, match='init_student_from_teacher'):
+        _model(inherit=True)
+    with pytest.warns(DeprecationWarning, match='init_student_from_teacher'):
+        _model(inherit=False)
+    for name in ('retinanet', 'faster_rcnn', 'fcos', 'mask_rcnn', 'solov2', 'condinst'):
+        cfg = Config.fromfile(osp.join(REPO, f'configs/kd/{name}_r101_r50_icd.py'))
+        assert cfg.model.init_student_from_teacher, name  # the released ICD recipes inherit
+        assert 'inherit' not in cfg.model.distill_losses.loss_icd, name
 
 
 def test_icd_config_builds_two_optimisers_over_disjoint_parameters():

@@ -8,7 +8,7 @@ from mmengine.structures import InstanceData
 
 from mmkd.models import (ChannelWiseDistillLoss, DistillContext, FGDLoss, MGDLoss,
                          PKDLoss)
-from mmkd.models.losses.fgd import fgd_attention, fgd_masks
+from mmkd.models.losses.fgd import fgd_attention, fgd_masks, fgd_masks_released
 from mmkd.models.losses.mgd import random_keep_mask
 
 
@@ -83,6 +83,18 @@ def test_pkd_invariant_to_per_channel_affine_teacher():
     assert PKDLoss()(_ctx(torch.ones(1, 3, 1, 1), torch.zeros(1, 3, 1, 1))).item() == 0.0
 
 
+def test_pkd_resizes_the_student_map_on_request():
+    torch.manual_seed(2)
+    s, t = torch.randn(2, 3, 3, 4), torch.randn(2, 3, 6, 8)
+    with pytest.raises(ValueError, match='differ in size'):
+        PKDLoss()(_ctx(s, t))
+    up = torch.nn.functional.interpolate(s, size=(6, 8), mode='bilinear', align_corners=False)
+    want = PKDLoss()(_ctx(up, t)).item()
+    assert PKDLoss(resize_student=True)(_ctx(s, t)).item() == pytest.approx(want, rel=1e-6)
+    # same sizes: no effect
+    assert PKDLoss(resize_student=True)(_ctx(up, t)).item() == pytest.approx(want, rel=1e-6)
+
+
 def test_pkd_channel_mismatch_needs_adapter():
     with pytest.raises(ValueError, match="adapter='conv1x1'"):
         PKDLoss().setup(_Det(2), _Det(3))
@@ -132,6 +144,36 @@ def test_fgd_masks_from_hand_boxes():
     assert fg[1].sum() == 0 and torch.allclose(bg[1], torch.full((4, 4), 1 / 16))
 
 
+def test_fgd_released_masks_from_hand_boxes():
+    """The released rule: boxes scaled by img_shape, inclusive floor..ceil cells, value
+    1 / ((dh + 1)(dw + 1)), the larger value wins, background normalised by its sum."""
+    feat = torch.zeros(2, 1, 4, 4)
+    big = [0.0, 0.0, 4.0, 6.0]  # img 8x8 on a 4x4 map: x 0..2, y 0..3 -> 3 x 4 cells -> 1/12
+    small = [2.0, 2.0, 4.0, 4.0]  # x 1..2, y 1..2 -> 4 cells -> 1/4, wins the overlap
+    fg, bg = fgd_masks_released([torch.tensor([big, small]), torch.zeros(0, 4)], feat,
+                                [(8, 8), (8, 8)])
+    expected = torch.zeros(4, 4)
+    expected[0:4, 0:3] = 1 / 12
+    expected[1:3, 1:3] = 1 / 4
+    assert torch.allclose(fg[0], expected)
+    exp_bg = torch.zeros(4, 4)
+    exp_bg[:, 3] = 1 / 4  # the 4 uncovered cells
+    assert torch.allclose(bg[0], exp_bg)
+    assert fg[1].sum() == 0 and torch.allclose(bg[1], torch.full((4, 4), 1 / 16))
+    # scaled by the valid image, not the padded batch: a 4 x 8 image (h x w) padded to 8 x 8
+    # spreads over the whole 4 x 4 map; box 0..4 x 0..2 -> x 0..2, y 0..2 -> 9 cells -> 1/9
+    fg, bg = fgd_masks_released([torch.tensor([[0.0, 0.0, 4.0, 2.0]])], feat[:1], [(4, 8)])
+    expected = torch.zeros(4, 4)
+    expected[0:3, 0:3] = 1 / 9
+    assert torch.allclose(fg[0], expected)
+    # a box covering the whole map leaves a zero background (nothing to normalise)
+    fg, bg = fgd_masks_released([torch.tensor([[0.0, 0.0, 8.0, 8.0]])], feat[:1], [(8, 8)])
+    assert torch.allclose(fg[0], torch.full((4, 4), 1 / 25)) and bg.sum() == 0
+    with pytest.raises(ValueError, match='mask_rule'):
+        FGDLoss(mask_rule='exact')
+    assert FGDLoss().mask_rule == 'released'
+
+
 def test_fgd_attention_hand_values():
     sp, ch = fgd_attention(T, 0.5)
     a = np.abs(T.numpy())[0]
@@ -142,10 +184,13 @@ def test_fgd_attention_hand_values():
     assert sp.sum().item() == pytest.approx(4) and ch.sum().item() == pytest.approx(2)
 
 
-def test_fgd_hand_value():
+@pytest.mark.parametrize('rule', ['cover', 'released'])
+def test_fgd_hand_value(rule):
     # 4x4 input, 2x2 map (stride 2); the box covers cell (0, 0): fg 1 there, bg 1/3 elsewhere
+    # (cover rule). The released rule paints cells 0..1 inclusive, i.e. the whole map at
+    # 1 / (2 * 2), and leaves a zero background.
     loss = FGDLoss(temperature=0.5, alpha_fg=2.0, beta_bg=3.0, gamma_attn=5.0,
-                   lambda_global=7.0)
+                   lambda_global=7.0, mask_rule=rule)
     loss.setup(_Det(2), _Det(2))
     out = loss(_ctx(S, T, boxes=[[0.0, 0.0, 2.0, 2.0]]))
     s, t = S.numpy()[0], T.numpy()[0]
@@ -158,8 +203,11 @@ def test_fgd_hand_value():
     sp_t, ch_t = att(t)
     sp_s, ch_s = att(s)
     w = (s - t) ** 2 * sp_t[None] * ch_t[:, None, None]
-    fg = np.array([[1.0, 0.0], [0.0, 0.0]])
-    bg = (1 - fg) / 3
+    if rule == 'cover':
+        fg = np.array([[1.0, 0.0], [0.0, 0.0]])
+        bg = (1 - fg) / 3
+    else:
+        fg, bg = np.full((2, 2), 0.25), np.zeros((2, 2))
     assert out['fg'].item() == pytest.approx(2.0 * (w * fg).sum(), rel=1e-5)
     assert out['bg'].item() == pytest.approx(3.0 * (w * bg).sum(), rel=1e-5)
     attn = np.abs(ch_s - ch_t).sum() + np.abs(sp_s - sp_t).sum()
@@ -205,6 +253,36 @@ def test_mgd_mask_ratio_and_seeded_masks():
     assert loss(_ctx(s, t)).item() == a
     with pytest.raises(ValueError, match='mask_ratio'):
         MGDLoss(mask_ratio=1.0)
+
+
+def test_mgd_draw_is_the_released_rule():
+    # the release zeroes the positions where u > 1 - mask_ratio, u = torch.rand(B, 1, H, W)
+    feat = torch.zeros(2, 3, 5, 7)
+    torch.manual_seed(11)
+    u = torch.rand(2, 1, 5, 7)
+    torch.manual_seed(11)
+    assert torch.equal(random_keep_mask(feat, 0.65), (u <= 0.35).float())
+
+
+def test_mgd_given_keep_masks():
+    torch.manual_seed(0)
+    loss = MGDLoss(mask_ratio=0.5, levels=[0, 1])
+    loss.setup(_Det(2, 2), _Det(2, 2))
+    s = (torch.randn(1, 2, 4, 4), torch.randn(1, 2, 2, 2))
+    t = (torch.randn(1, 2, 4, 4), torch.randn(1, 2, 2, 2))
+    ones = [torch.ones(1, 1, 4, 4), torch.ones(1, 1, 2, 2)]
+    with torch.no_grad():
+        want = sum(((loss.generation[j](s[j]) - t[j]) ** 2).sum().item() for j in range(2))
+    assert loss(_ctx(s, t), keep_masks=ones).item() == pytest.approx(want, rel=1e-5)
+    zeros = [torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 2, 2)]
+    with torch.no_grad():  # everything masked: the generator sees zeros
+        want = sum(((loss.generation[j](torch.zeros_like(s[j])) - t[j]) ** 2).sum().item()
+                   for j in range(2))
+    assert loss(_ctx(s, t), keep_masks=zeros).item() == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ValueError, match='one per level'):
+        loss(_ctx(s, t), keep_masks=ones[:1])
+    with pytest.raises(ValueError, match='shape'):
+        loss(_ctx(s, t), keep_masks=[ones[1], ones[0]])
 
 
 # ---- gradients -------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ model = dict(
     teacher='mmdet::fcos/fcos_r101-caffe_fpn_gn-head_ms-640-800-2x_coco.py',
     teacher_ckpt=('checkpoints/fcos_r101_caffe_fpn_gn-head_mstrain_640-800_2x_coco-'
                   '511424d6.pth'),
+    # ICD's inheriting start: the student's neck and heads begin as the teacher's
+    init_student_from_teacher=['neck', 'bbox_head'],
     distill_losses=dict(
         loss_icd=dict(type='InstanceConditionalDistillLoss', mimic_weight=8.0,
-                      max_instances=300, bypass_iters=1000, inherit=True)))
+                      max_instances=300, bypass_iters=1000)))
 optim_wrapper = dict(constructor='DistillOptimWrapperConstructor',
                      distill=_base_.icd_distill_optim)
 param_scheduler = dict(_delete_=True, student=_base_.param_scheduler,

@@ -13,9 +13,11 @@ model = dict(
     teacher='mmdet::mask_rcnn/mask-rcnn_r101_fpn_2x_coco.py',
     teacher_ckpt=('checkpoints/mask_rcnn_r101_fpn_2x_coco_bbox_mAP-0.408__segm_mAP-0.366_'
                   '20200505_071027-14b391c7.pth'),
+    # ICD's inheriting start: the student's neck and heads begin as the teacher's
+    init_student_from_teacher=['neck', 'rpn_head', 'roi_head'],
     distill_losses=dict(
         loss_icd=dict(type='InstanceConditionalDistillLoss', mimic_weight=3.0,
-                      max_instances=100, bypass_iters=1000, inherit=True)))
+                      max_instances=100, bypass_iters=1000)))
 optim_wrapper = dict(constructor='DistillOptimWrapperConstructor',
                      distill=_base_.icd_distill_optim)
 param_scheduler = dict(_delete_=True, student=_base_.param_scheduler,

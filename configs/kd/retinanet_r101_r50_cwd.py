@@ -3,8 +3,8 @@
 # 2x): 37.4 -> 40.5 with tau 1, weight 5 on FPN levels 0-3 (P3-P6); those settings are used
 # here. No published R101 -> R50 number.
 #   bash tools/dist_train.sh configs/kd/retinanet_r101_r50_cwd.py 8
-_base_ = '../_base_/pairs/retinanet_r101_r50_2x.py'
-model = dict(
-    distill_losses=dict(
-        loss_cwd=dict(type='ChannelWiseDistillLoss', tau=1.0, levels=[0, 1, 2, 3],
-                      loss_weight=5.0)))
+_base_ = [
+    '../_base_/pairs/retinanet_r101_r50_2x.py',
+    '../_base_/methods/peer_losses.py',
+]
+model = dict(distill_losses=dict(loss_cwd=_base_.cwd_retinanet))

@@ -14,9 +14,11 @@ model = dict(
     student=_base_.model,
     teacher='mmdet::solov2/solov2_r101_fpn_ms-3x_coco.py',
     teacher_ckpt='checkpoints/solov2_r101_fpn_ms-3x_coco.pth',
+    # ICD's inheriting start: the student's neck and heads begin as the teacher's
+    init_student_from_teacher=['neck', 'mask_head'],
     distill_losses=dict(
         loss_icd=dict(type='InstanceConditionalDistillLoss', mimic_weight=8.0,
-                      max_instances=300, bypass_iters=1000, inherit=True)))
+                      max_instances=300, bypass_iters=1000)))
 optim_wrapper = dict(constructor='DistillOptimWrapperConstructor',
                      distill=_base_.icd_distill_optim)
 param_scheduler = dict(_delete_=True, student=_base_.param_scheduler,

@@ -20,6 +20,7 @@ from ...utils.checkpoint import load_strict
 from ...utils.config import ModelSpec, load_model_cfg
 from ..distill_context import DistillContext, StudentDenseTargets, StudentRoIs
 from ..losses.base import BaseDistillLoss
+from ..utils.init_from_teacher import ModuleMapSpec, copy_teacher_modules, resolve_module_map
 from ..utils.progress import TrainProgress
 from ..utils.recorder import MethodRecorder
 from ..utils.teacher_inputs import TeacherInputAdapter
@@ -79,6 +80,13 @@ class DistillDetector(BaseDetector):
             a converged student, as the Global-Knowledge paper starts from); the student's own
             ``init_cfg`` is then skipped. ``load_from`` would not work here: its keys lack the
             ``student.`` prefix and mmengine loads it non-strictly.
+        init_student_from_teacher: student modules that start as copies of teacher modules
+            ("inheriting", as the ICD, FGD and MGD releases do for the neck and heads): a list
+            of module names present in both models (``['neck', 'bbox_head']``) or a dict from
+            student to teacher module names (dotted paths). Each pair must match tensor for
+            tensor (strict shapes, all or nothing, checked at build time); the copy is logged,
+            applied after ``student_ckpt``, and kept through ``init_weights``
+            (``load_from``/``--resume`` still override it). None copies nothing.
         distill_losses: ``{name: loss_cfg}`` (names start with ``loss_``) or a list of loss
             configs (named ``loss_<snake_case_type>``).
         min_gt_wh: GT boxes narrower or shorter than this (input pixels), or with non-finite
@@ -95,6 +103,7 @@ class DistillDetector(BaseDetector):
     def __init__(self, student: ModelSpec, teacher: ModelSpec,
                  teacher_ckpt: Optional[str] = None,
                  student_ckpt: Optional[str] = None,
+                 init_student_from_teacher: ModuleMapSpec = None,
                  distill_losses: Union[Dict[str, dict], Sequence[dict], None] = None,
                  min_gt_wh: float = 1.0,
                  teacher_preprocess: str = 'auto',
@@ -127,6 +136,9 @@ class DistillDetector(BaseDetector):
         self.teacher_ckpt = teacher_ckpt
         # Outside nn.Module's registry on purpose: see the class docstring.
         object.__setattr__(self, 'teacher', freeze(teacher_model))
+        self.init_student_from_teacher = resolve_module_map(init_student_from_teacher)
+        if self.init_student_from_teacher:
+            copy_teacher_modules(self.student, self.teacher, self.init_student_from_teacher)
 
         if teacher_preprocess not in ('auto', 'same'):
             raise ValueError("teacher_preprocess must be 'auto' or 'same'")
@@ -177,6 +189,15 @@ class DistillDetector(BaseDetector):
                 f'teacher has {nt} classes and student {ns}, but {strict} compare class-wise '
                 'outputs. Use a teacher trained on the same classes (set num_classes in both '
                 'configs to your dataset\'s), or losses that declare requires_same_classes=False.')
+
+    def init_weights(self) -> None:
+        """mmengine's ``init_weights``, then the ``init_student_from_teacher`` modules are
+        copied from the (frozen) teacher again, so no parent module's ``init_cfg`` overwrites
+        them."""
+        super().init_weights()
+        if self.init_student_from_teacher:
+            copy_teacher_modules(self.student, self.teacher, self.init_student_from_teacher,
+                                 log=False)
 
     # ---- the teacher stays frozen, in eval mode, and moves with the model ------------------
     def _apply(self, fn, *args, **kwargs):  # noqa: D401 - nn.Module API

@@ -9,14 +9,61 @@ from mmdet.registry import MODELS
 from torch import Tensor, nn
 
 from ..distill_context import DistillContext
-from ..utils.box_mask import paint_batch_masks
+from ..utils.box_mask import paint_batch_masks, paint_inclusive_cells
 from .base import BaseDistillLoss, require_finite
 from .fpn_levels import conv1x1_adapters, level_pairs, resolve_levels, resolve_neck_channels
 
 
+#: FGDLoss ``mask_rule`` values: the released code's rule (default) and mmkd's cover rule.
+FGD_MASK_RULES = ('released', 'cover')
+
+
+def fgd_masks_released(batch_boxes: Sequence[Tensor], feat: Tensor,
+                       img_shapes: Sequence[Sequence[int]]) -> Tuple[Tensor, Tensor]:
+    """FGD's foreground and background masks by the released code's rule.
+
+    Per image, with (h, w) its valid ``img_shape`` and (H, W) the map size:
+
+    * a box is scaled to the map by the image shape, not by the padded batch size:
+      ``x' = x / w * W``, ``y' = y / h * H``;
+    * it covers rows ``floor(y1') .. ceil(y2')`` and columns ``floor(x1') .. ceil(x2')``, both
+      ends **inclusive** (cut at the map edge), and paints ``1 / ((dh + 1) (dw + 1))`` on them,
+      with ``dh = ceil(y2') - floor(y1')`` and ``dw`` likewise (counts before the cut);
+    * where boxes overlap, the larger value wins;
+    * the background is 1 on the cells no box covers, divided by its sum over the image (an image
+      whose map is entirely covered keeps a zero background).
+
+    Because boxes are scaled by the valid image, an image padded into a larger batch gets the
+    same masks as the unpadded image (the release's behaviour: the padded area is stretched over).
+
+    Args:
+        batch_boxes: B tensors (N_i, 4) ``x1, y1, x2, y2`` in input pixels.
+        feat: (B, C, H, W) map; only its shape and device are used.
+        img_shapes: B ``(h, w)`` valid image sizes (``img_shape`` of each data sample).
+
+    Returns:
+        ``(fg, bg)``, each (B, H, W) float32; an image without boxes has fg = 0 and
+        bg = 1 / (H*W).
+    """
+    h, w = int(feat.shape[-2]), int(feat.shape[-1])
+    fgs = []
+    for boxes, shape in zip(batch_boxes, img_shapes):
+        b = boxes.detach().float().to(feat.device)
+        ih, iw = int(shape[0]), int(shape[1])
+        x1, x2 = (b[:, 0] / iw * w).floor(), (b[:, 2] / iw * w).ceil()
+        y1, y2 = (b[:, 1] / ih * h).floor(), (b[:, 3] / ih * h).ceil()
+        values = 1.0 / ((y2 + 1 - y1) * (x2 + 1 - x1))
+        fgs.append(paint_inclusive_cells(y1, y2, x1, x2, (h, w), values))
+    fg = torch.stack(fgs) if fgs else feat.new_zeros((0, h, w), dtype=torch.float32)
+    bg = (fg <= 0).float()
+    bg = bg / bg.sum(dim=(1, 2), keepdim=True).clamp(min=1.0)
+    return fg, bg
+
+
 def fgd_masks(batch_boxes: Sequence[Tensor], feat: Tensor,
               input_hw: Sequence[int]) -> Tuple[Tensor, Tensor]:
-    """FGD's scaled foreground and normalised background masks on the grid of ``feat``.
+    """FGD's scaled foreground and normalised background masks by mmkd's cover rule
+    (``FGDLoss(mask_rule='cover')``; the released rule is :func:`fgd_masks_released`).
 
     A box covers the cells it overlaps (:func:`~mmkd.models.utils.paint_box_mask`'s rule,
     stride = input size / map size), and paints ``1 / (h_cells * w_cells)`` on them, its own cell
@@ -101,7 +148,7 @@ class FGDLoss(BaseDistillLoss):
     """FGD (Yang et al., CVPR 2022) on FPN maps.
 
     Per used level, with S the (B, C, H, W) student map (through a 1x1 conv to the teacher's
-    channels when the counts differ), T the teacher map, M_fg / M_bg from :func:`fgd_masks`,
+    channels when the counts differ), T the teacher map, M_fg / M_bg by ``mask_rule``,
     (A_s, A_c) = :func:`fgd_attention` of T and (A'_s, A'_c) of S::
 
         fg     = sum_{b,c,h,w} M_fg A_s A_c (S - T)**2 / B
@@ -119,15 +166,24 @@ class FGDLoss(BaseDistillLoss):
         alpha_fg / beta_bg / gamma_attn / lambda_global: the paper's alpha, beta, gamma, lambda.
         levels: FPN level indices used; all levels when None.
         student_channels / teacher_channels: neck channels; read from the models when None.
+        mask_rule: how GT boxes become M_fg / M_bg. ``'released'`` (default, the official
+            code): :func:`fgd_masks_released`, boxes scaled by ``img_shape``, inclusive
+            floor..ceil cells. ``'cover'`` (mmkd's own): :func:`fgd_masks`, boxes scaled by the
+            padded batch size, exactly the cells they overlap.
     """
 
     def __init__(self, temperature: float = 0.5, alpha_fg: float = 1e-3, beta_bg: float = 5e-4,
                  gamma_attn: float = 5e-4, lambda_global: float = 5e-6,
                  levels: Optional[Sequence[int]] = None, student_channels: Optional[int] = None,
-                 teacher_channels: Optional[int] = None, **kwargs) -> None:
+                 teacher_channels: Optional[int] = None, mask_rule: str = 'released',
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         if not temperature > 0:
             raise ValueError(f'FGDLoss temperature must be > 0, got {temperature}')
+        if mask_rule not in FGD_MASK_RULES:
+            raise ValueError(f'FGDLoss mask_rule must be one of {FGD_MASK_RULES}, got '
+                             f'{mask_rule!r}')
+        self.mask_rule = mask_rule
         self.temperature = float(temperature)
         self.alpha_fg, self.beta_bg = float(alpha_fg), float(beta_bg)
         self.gamma_attn, self.lambda_global = float(gamma_attn), float(lambda_global)
@@ -157,11 +213,15 @@ class FGDLoss(BaseDistillLoss):
         zero = ctx.student_feats[0].new_zeros((), dtype=torch.float32)
         fg_sum, bg_sum, attn_sum, glob_sum = zero, zero, zero, zero
         boxes = ctx.gt_bboxes
+        img_shapes = [tuple(ds.img_shape[:2]) for ds in ctx.data_samples]
         for j, _, s, t in level_pairs('FGDLoss', ctx, self.levels, self.align,
                                       fix='set student_channels/teacher_channels to the neck channels so setup builds the alignment'):
             b = s.shape[0]
             s32, t32 = s.float(), t.float()
-            fg, bg = fgd_masks(boxes, s, ctx.batch_input_shape)
+            if self.mask_rule == 'released':
+                fg, bg = fgd_masks_released(boxes, s, img_shapes)
+            else:
+                fg, bg = fgd_masks(boxes, s, ctx.batch_input_shape)
             sp_t, ch_t = fgd_attention(t32, self.temperature)
             sp_s, ch_s = fgd_attention(s32, self.temperature)
             weighted = (s32 - t32).pow(2) * sp_t[:, None] * ch_t[:, :, None, None]

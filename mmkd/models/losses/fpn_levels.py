@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Iterator, List, Optional, Sequence, Tuple
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distill_context import DistillContext
@@ -40,11 +41,14 @@ def resolve_levels(loss_name: str, student: nn.Module,
 
 
 def level_pairs(loss_name: str, ctx: DistillContext, levels: Optional[Sequence[int]],
-                adapters: Optional[nn.ModuleList] = None, fix: str = ''
+                adapters: Optional[nn.ModuleList] = None, fix: str = '',
+                resize_student: bool = False
                 ) -> Iterator[Tuple[int, int, Tensor, Tensor]]:
     """Yield ``(j, level, s, t)`` for the used levels: j indexes the per-level modules, ``s`` is
     the (B, C, H, W) student map (through ``adapters[j]`` when given) and ``t`` the detached
     (B, C, H, W) teacher map, cropped to the student's size when it is larger only by padding.
+    With ``resize_student`` a student map of another size is instead resized to the teacher's
+    (bilinear, ``align_corners=False``), as MMRazor's PKD (``resize_stu``) does.
 
     Raises when the channel counts still differ; ``fix`` says how to configure the loss."""
     s_feats, t_feats = ctx.student_feats, ctx.teacher_feats
@@ -57,6 +61,9 @@ def level_pairs(loss_name: str, ctx: DistillContext, levels: Optional[Sequence[i
                          f'{len(s_feats)} levels; fix levels=[...].')
     for j, lvl in enumerate(used):
         s = s_feats[lvl] if adapters is None else adapters[j](s_feats[lvl])
+        if resize_student and s.shape[-2:] != t_feats[lvl].shape[-2:]:
+            s = F.interpolate(s, size=tuple(t_feats[lvl].shape[-2:]), mode='bilinear',
+                              align_corners=False)
         t = align_teacher_feat(s, t_feats[lvl], lvl).detach()
         if s.shape[1] != t.shape[1]:
             raise ValueError(f'{loss_name}: {s.shape[1]} student vs {t.shape[1]} teacher '

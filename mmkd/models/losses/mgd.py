@@ -21,13 +21,15 @@ def generation_block(channels: int) -> nn.Sequential:
 def random_keep_mask(feat: Tensor, mask_ratio: float) -> Tensor:
     """(B, 1, H, W) float mask, 0 at a random ``mask_ratio`` share of positions, else 1.
 
-    Drawn with ``torch.rand`` on ``feat``'s device, i.e. from torch's global RNG for that
-    device, so runs seeded with ``torch.manual_seed`` repeat. One mask per position is shared by
-    all channels.
+    The released rule: draw ``u = torch.rand(B, 1, H, W)`` and zero the positions where
+    ``u > 1 - mask_ratio``. One mask value per position is shared by all channels. ``u`` comes
+    from torch's global RNG on ``feat``'s device, so runs seeded with ``torch.manual_seed``
+    repeat; on the CPU the same seed gives the release's masks (it draws on the CPU, then moves
+    them), on a GPU a different realisation of the same distribution.
     """
     b, _, h, w = feat.shape
     u = torch.rand((b, 1, h, w), device=feat.device)
-    return (u >= mask_ratio).to(feat.dtype)
+    return (u <= 1.0 - mask_ratio).to(feat.dtype)
 
 
 @MODELS.register_module()
@@ -41,7 +43,8 @@ class MGDLoss(BaseDistillLoss):
 
         L_l = sum((G_l(A_l(S_l) * M) - T_l)**2) / B
 
-    and the loss is ``sum_l L_l``. The paper's alpha_mgd is the ``loss_weight``.
+    and the loss is ``sum_l L_l``. The paper's alpha_mgd is the ``loss_weight``. M is drawn by
+    :func:`random_keep_mask` each step, unless :meth:`forward` is given the masks.
 
     Args:
         mask_ratio: share of masked positions (the paper's lambda_mgd), in [0, 1).
@@ -72,14 +75,33 @@ class MGDLoss(BaseDistillLoss):
         self.align = conv1x1_adapters(cs, ct, len(self.levels)) if cs != ct else None
         self.generation = nn.ModuleList(generation_block(ct) for _ in self.levels)
 
-    def forward(self, ctx: DistillContext) -> Tensor:
-        """Sum over the used levels of ``sum((G(A(S) * M) - T)**2) / B`` (scalar)."""
+    def forward(self, ctx: DistillContext,
+                keep_masks: Optional[Sequence[Tensor]] = None) -> Tensor:
+        """Sum over the used levels of ``sum((G(A(S) * M) - T)**2) / B`` (scalar).
+
+        Args:
+            ctx: the step's context.
+            keep_masks: optional, one (B, 1, H, W) 0/1 mask per used level (in ``levels``
+                order) to use instead of drawing M, e.g. to replay another run's draws. The
+                distiller never passes it.
+        """
         if self.generation is None:
             raise RuntimeError('MGDLoss.setup(student, teacher) was not called; it builds the '
                                'generation blocks (DistillDetector calls it).')
+        if keep_masks is not None and len(keep_masks) != len(self.levels):
+            raise ValueError(f'MGDLoss: {len(keep_masks)} keep_masks given for '
+                             f'{len(self.levels)} levels {self.levels}; pass one per level.')
         total = ctx.student_feats[0].new_zeros((), dtype=torch.float32)
         for j, _, s, t in level_pairs('MGDLoss', ctx, self.levels, self.align,
                                       fix='set student_channels/teacher_channels to the neck channels so setup builds the alignment'):
-            gen = self.generation[j](s * random_keep_mask(s, self.mask_ratio))
+            if keep_masks is None:
+                mask = random_keep_mask(s, self.mask_ratio)
+            else:
+                mask = keep_masks[j].to(s)
+                if mask.shape != (s.shape[0], 1) + tuple(s.shape[-2:]):
+                    raise ValueError(f'MGDLoss: keep_masks[{j}] has shape {tuple(mask.shape)}; '
+                                     f'level {self.levels[j]} needs '
+                                     f'{(s.shape[0], 1) + tuple(s.shape[-2:])}.')
+            gen = self.generation[j](s * mask)
             total = total + (gen.float() - t.float()).pow(2).sum() / s.shape[0]
         return require_finite(total, 'MGDLoss')

@@ -53,11 +53,15 @@ class PKDLoss(BaseDistillLoss):
         adapter: None or ``'conv1x1'``.
         student_channels / teacher_channels: neck channels; read from the models when None.
         eps: added to the per-channel std.
+        resize_student: on a student/teacher map size mismatch, resize the student map to the
+            teacher's (bilinear), as MMRazor's ``PKDLoss(resize_stu=True)`` does. False (the
+            default) crops a teacher map that is larger only by padding and raises on any other
+            mismatch. No effect when the sizes match (every shipped pair).
     """
 
     def __init__(self, levels: Optional[Sequence[int]] = None, adapter: Optional[str] = None,
                  student_channels: Optional[int] = None, teacher_channels: Optional[int] = None,
-                 eps: float = 1e-6, **kwargs) -> None:
+                 eps: float = 1e-6, resize_student: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if adapter not in (None, 'conv1x1'):
             raise ValueError(f"PKDLoss adapter must be None or 'conv1x1', got {adapter!r}")
@@ -65,6 +69,7 @@ class PKDLoss(BaseDistillLoss):
         self.adapter_type = adapter
         self.student_channels, self.teacher_channels = student_channels, teacher_channels
         self.eps = float(eps)
+        self.resize_student = bool(resize_student)
         self.adapters: Optional[nn.ModuleList] = None
 
     def setup(self, student: nn.Module, teacher: nn.Module) -> None:
@@ -85,7 +90,8 @@ class PKDLoss(BaseDistillLoss):
         """Sum over the used levels of ``mean((norm(S) - norm(T))**2) / 2`` (scalar)."""
         total = ctx.student_feats[0].new_zeros((), dtype=torch.float32)
         for j, _, s, t in level_pairs('PKDLoss', ctx, self.levels, self.adapters,
-                                      fix="set adapter='conv1x1'"):
+                                      fix="set adapter='conv1x1'",
+                                      resize_student=self.resize_student):
             ns = standardize_per_channel(s, self.eps)
             nt = standardize_per_channel(t, self.eps)
             total = total + (ns - nt).pow(2).mean() / 2

@@ -1,7 +1,6 @@
 """ICD: instance-conditional knowledge distillation (docs/methods/icd.md)."""
 from .decoder import InstanceDecoder, head_layer_norm, weighted_value_mimic
 from .icd_loss import InstanceConditionalDistillLoss
-from .inherit import inherit_from_teacher
 from .instances import InstanceBatch, InstanceEncoder, build_instances, num_slots, scale_bins
 from .prior_hook import ICDPriorHook
 from .priors import InstancePriors, iter_annotations
@@ -9,5 +8,5 @@ from .tokens import TokenSequence, flatten_levels, level_padding_mask
 
 __all__ = ['ICDPriorHook', 'InstanceBatch', 'InstanceConditionalDistillLoss', 'InstanceDecoder',
            'InstanceEncoder', 'InstancePriors', 'TokenSequence', 'build_instances',
-           'flatten_levels', 'head_layer_norm', 'inherit_from_teacher', 'iter_annotations',
+           'flatten_levels', 'head_layer_norm', 'iter_annotations',
            'level_padding_mask', 'num_slots', 'scale_bins', 'weighted_value_mimic']

@@ -1,6 +1,7 @@
 """Instance-conditional knowledge distillation (ICD, Kang et al., NeurIPS 2021)."""
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -12,7 +13,6 @@ from ...distill_context import DistillContext
 from ...losses.base import BaseDistillLoss
 from ...losses.feature_imitation import align_teacher_feat, neck_channels
 from .decoder import InstanceDecoder, weighted_value_mimic
-from .inherit import inherit_from_teacher
 from .instances import InstanceEncoder, build_instances
 from .priors import InstancePriors
 from .tokens import flatten_levels
@@ -51,7 +51,9 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
         levels: FPN level indices to use (default all: P2-P6 for R-CNN, P3-P7 one-stage).
         bypass_iters: for this many iterations the student features are detached, so only the
             distillation modules learn at first (1000).
-        inherit: copy the teacher's neck and heads into the student at build time.
+        inherit: removed. The inheriting start is ``DistillDetector``'s general option
+            ``init_student_from_teacher=[...]`` (e.g. ``['neck', 'bbox_head']``);
+            ``inherit=True`` raises with that fix, ``inherit=False`` only warns.
         num_classes: class count of the instance encoder (default: the student's).
         student_channels / teacher_channels: FPN widths when they cannot be read from the necks.
         chunk_mb: memory budget of one chunk of attention logits.
@@ -62,7 +64,7 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
                  ffn_dims: int = 1024, num_pos_feats: int = 128, neg_pos_ratio: float = 5.0,
                  max_instances: int = 300, sample_range: float = 0.3, temperature: float = 1.0,
                  levels: Optional[Sequence[int]] = None, bypass_iters: int = 1000,
-                 inherit: bool = False, num_classes: Optional[int] = None,
+                 inherit: Optional[bool] = None, num_classes: Optional[int] = None,
                  student_channels: Optional[int] = None,
                  teacher_channels: Optional[int] = None, chunk_mb: float = 256,
                  loss_weight: float = 1.0, weight_schedule: Optional[dict] = None,
@@ -79,7 +81,18 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
         self.neg_pos_ratio, self.max_instances = float(neg_pos_ratio), int(max_instances)
         self.sample_range, self.temperature = float(sample_range), float(temperature)
         self.levels = None if levels is None else tuple(int(l) for l in levels)
-        self.bypass_iters, self.inherit = int(bypass_iters), bool(inherit)
+        self.bypass_iters = int(bypass_iters)
+        if inherit:
+            raise ValueError(
+                'InstanceConditionalDistillLoss(inherit=True) was removed: the inheriting start '
+                'is now the DistillDetector option init_student_from_teacher. Delete inherit '
+                "from the loss config and set model.init_student_from_teacher=['neck', "
+                "'bbox_head'] (one-stage), ['neck', 'rpn_head', 'roi_head'] (R-CNN) or the "
+                'modules your pair shares.')
+        if inherit is not None:
+            warnings.warn('InstanceConditionalDistillLoss(inherit=False) is deprecated and has '
+                          'no effect; delete the key (DistillDetector.init_student_from_teacher '
+                          'replaces it).', DeprecationWarning, stacklevel=2)
         self._num_classes = num_classes
         self._channels = (student_channels, teacher_channels)
         self.chunk_bytes = int(chunk_mb * 2**20)
@@ -101,8 +114,6 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
                                        self.sizes['ffn_dims'], 2 * p, self.chunk_bytes)
         self.student_value = nn.Linear(int(c_s), e)  # the student adapter
         self.pos_encoder = SinePositionalEncoding(num_feats=p, normalize=True)
-        if self.inherit:
-            inherit_from_teacher(student, teacher)
 
     def _levels(self, feats: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
         return feats if self.levels is None else tuple(feats[i] for i in self.levels)
