@@ -66,6 +66,37 @@ def test_crop_is_differentiable_in_the_box_and_clamped_to_the_image():
     torch.testing.assert_close(out, inside)
 
 
+def test_crop_clamp_and_padding_options():
+    """The release clamps one side at a time to the padded tensor (x1, y1 >= 0, x2 <= W,
+    y2 <= H) and pads with zeros; mmkd's own option clamps every coordinate into img_shape and
+    pads with the border."""
+    ramp = torch.arange(20.).repeat(1, 1, 16, 1)  # 1 x 1 x 16 x 20, value = column index
+
+    def crop(box, size=2, **kw):
+        return crop_and_resize(ramp, torch.tensor([box]), size, **kw)
+
+    # a box sticking out on the left or right is cut at the image edge
+    torch.testing.assert_close(crop([-4., 0., 4., 16.], clamp='one_sided', padding_mode='zeros'),
+                               crop([0., 0., 4., 16.]))
+    torch.testing.assert_close(crop([18., 0., 22., 16.], clamp='one_sided',
+                                    padding_mode='zeros'), crop([18., 0., 20., 16.]))
+    # entirely right of the image: x2 is cut to W = 20 but x1 stays at 24, so the box inverts
+    # and samples x = 23, 21 (outside): zeros. Two-sided clamping collapses it onto the edge
+    # (x = 20) and the border padding repeats the last column (19).
+    outside = [24., 0., 28., 16.]
+    assert crop(outside, clamp='one_sided', padding_mode='zeros').abs().max() == 0
+    torch.testing.assert_close(crop(outside, clamp='two_sided', padding_mode='border',
+                                    img_shapes=[(16, 20)]), torch.full((1, 1, 2, 2), 19.))
+    with pytest.raises(ValueError, match='clamp must be one of'):
+        crop(outside, clamp='both')
+    with pytest.raises(ValueError, match='padding_mode must be one of'):
+        crop(outside, padding_mode='edge')
+    loss = DICODLoss()
+    assert (loss.padding_mode, loss.box_clamp) == ('zeros', 'one_sided')  # the release
+    with pytest.raises(ValueError, match='box_clamp'):
+        DICODLoss(box_clamp='inside')
+
+
 # ---- classification target -------------------------------------------------------------------
 def test_kl_target_has_zero_background_mass_and_matches_the_formula():
     t = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
@@ -194,8 +225,9 @@ def test_train_cls_teacher_tool_and_its_checkpoint_loads_as_the_teacher(syntheti
                          ids=['ssd', 'faster_rcnn'])
 def test_terms_are_divided_by_the_detectors_own_classification_normaliser(path, normaliser,
                                                                           monkeypatch):
-    """SSD: the number of positives (the paper); R-CNN: the number of sampled RoIs, which its
-    own losses average over (dividing by the positives collapsed an R-CNN head in training)."""
+    """SSD: sum over the images of max(positives, 1), the release's (mmdet 2.x SSD's) normaliser;
+    R-CNN: the number of sampled RoIs, which its own losses average over (dividing by the
+    positives collapsed an R-CNN head in training)."""
     import mmkd.models.methods.dicod.dicod_loss as dl
     seen = {}
     real_kl = dl.dicod_cls_kl
@@ -213,10 +245,13 @@ def test_terms_are_divided_by_the_detectors_own_classification_normaliser(path, 
             seen['sampled'] = int(ctx.student_rois.rois.shape[0])
             return real_roi(ctx)
         monkeypatch.setattr(loss, '_roi_positives', spy_roi)
-    out = model(**batch(model), mode='loss')['loss_dicod_cls']
+    data = batch(model)
+    if normaliser == 'positives':  # an image without GT has no positives and counts as 1
+        data['data_samples'][1].gt_instances = data['data_samples'][1].gt_instances[:0]
+    out = model(**data, mode='loss')['loss_dicod_cls']
     n_rows = seen['rows'].numel()
     assert n_rows > 0
-    norm = seen['sampled'] if normaliser == 'sampled RoIs' else n_rows
+    norm = seen['sampled'] if normaliser == 'sampled RoIs' else n_rows + 1
     if normaliser == 'sampled RoIs':
         assert norm > n_rows  # negatives are sampled too
     expected = loss.cls_weight * loss.temperature ** 2 * seen['rows'].sum() / norm

@@ -9,6 +9,7 @@
 _base_ = [
     'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
     '../_base_/distill_runtime.py',
+    '../_base_/methods/dicod.py',
 ]
 model = dict(
     _delete_=True,
@@ -17,5 +18,4 @@ model = dict(
     teacher='configs/kd/cls_teacher_r50_coco_crops.py',
     teacher_ckpt='checkpoints/dicod/cls_teacher_r50_coco_crops.pth',
     distill_losses=dict(
-        loss_dicod=dict(type='DICODLoss', cls_weight=0.4, loc_weight=0.15, temperature=2.0,
-                        eps=1e-10, crop_size=112, pixel_pool=4, stem_pool=8, chunk_size=256)))
+        loss_dicod=_base_.dicod_released))

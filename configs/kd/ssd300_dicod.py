@@ -7,7 +7,7 @@
 #   cp work_dirs/cls_teacher_r50_coco_crops_ssd/cls_teacher.pth checkpoints/dicod/
 #   bash tools/dist_train.sh configs/kd/ssd300_dicod.py 8
 # No TeacherEvalHook here: the teacher is a classifier and cannot be evaluated as a detector.
-_base_ = 'mmdet::ssd/ssd300_coco.py'
+_base_ = ['mmdet::ssd/ssd300_coco.py', '../_base_/methods/dicod.py']
 model = dict(
     _delete_=True,
     type='DistillDetector',
@@ -15,8 +15,7 @@ model = dict(
     teacher='configs/kd/cls_teacher_r50_coco_crops_ssd.py',
     teacher_ckpt='checkpoints/dicod/cls_teacher_r50_coco_crops_ssd.pth',
     distill_losses=dict(
-        loss_dicod=dict(type='DICODLoss', cls_weight=0.4, loc_weight=0.15, temperature=2.0,
-                        eps=1e-10, crop_size=112, pixel_pool=4, stem_pool=8, chunk_size=256)))
+        loss_dicod=_base_.dicod_released))
 # ../_base_/distill_runtime.py's pieces, inlined: SSD's config already sets custom_hooks, and
 # mmengine refuses a key that two bases define. NumClassCheckHook is dropped (it expects a
 # plain detector).

@@ -4,6 +4,7 @@
 _base_ = [
     './ssd160_r18w16_12e_synthetic.py',
     '../_base_/distill_runtime.py',
+    '../_base_/methods/dicod.py',
 ]
 model = dict(
     _delete_=True,
@@ -12,5 +13,4 @@ model = dict(
     teacher='configs/synthetic/cls_teacher_r18w16_synthetic.py',
     teacher_ckpt='checkpoints/synthetic/cls_teacher_r18w16_synthetic.pth',
     distill_losses=dict(
-        loss_dicod=dict(type='DICODLoss', cls_weight=0.4, loc_weight=0.15, temperature=2.0,
-                        crop_size=32, pixel_pool=4, stem_pool=8, chunk_size=256)))
+        loss_dicod=dict(_base_.dicod_released, crop_size=32)))

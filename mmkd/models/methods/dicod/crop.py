@@ -8,6 +8,16 @@ Conventions: boxes are ``x1, y1, x2, y2`` in pixel-edge coordinates of the (padd
 tensor, i.e. pixel ``j`` covers ``[j, j + 1)``. An output pixel ``(u, v)`` of an ``S x S`` crop
 samples the image at ``x = x1 + (u + 0.5) * (x2 - x1) / S`` (and likewise for y), so the crop of
 an integer box whose size is ``S`` reproduces the image region exactly.
+
+Boxes that leave the image are clamped first (``clamp``), then sampled with ``grid_sample``'s
+``padding_mode`` outside the tensor:
+
+* ``clamp='one_sided'`` with ``padding_mode='zeros'`` is the DICOD release: ``x1, y1 >= 0`` and
+  ``x2 <= W, y2 <= H`` of the padded tensor, each coordinate on its own side only, so a box
+  that lies entirely outside inverts (``x2 < x1``) and samples a mirrored strip at the edge;
+* ``clamp='two_sided'`` with ``padding_mode='border'`` is mmkd's own: every coordinate into the
+  valid ``img_shape`` (padding is never sampled), and a crop that commutes with any per-channel
+  affine normalisation.
 """
 from __future__ import annotations
 
@@ -29,6 +39,28 @@ def clamp_boxes(boxes: Tensor, batch_idx: Tensor,
     return torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1)
 
 
+#: ``crop_and_resize`` clamp modes.
+CLAMP_MODES = ('one_sided', 'two_sided', 'none')
+#: ``grid_sample`` padding modes ``crop_and_resize`` accepts.
+PADDING_MODES = ('zeros', 'border', 'reflection')
+
+
+def clamp_boxes_one_sided(boxes: Tensor, height: int, width: int) -> Tensor:
+    """The DICOD release's clamp: ``x1, y1 >= 0`` and ``x2 <= width``, ``y2 <= height`` (the
+    padded image), each coordinate on one side only. A box entirely outside inverts.
+
+    Args:
+        boxes: (N, 4) pixel boxes; the gradient passes where a coordinate is not clamped.
+        height / width: H and W of the image tensor.
+
+    Returns:
+        (N, 4) clamped boxes.
+    """
+    x1, y1 = boxes[:, 0].clamp(min=0), boxes[:, 1].clamp(min=0)
+    x2, y2 = boxes[:, 2].clamp(max=float(width)), boxes[:, 3].clamp(max=float(height))
+    return torch.stack([x1, y1, x2, y2], dim=1)
+
+
 def box_affine(boxes: Tensor, height: int, width: int) -> Tensor:
     """(N, 4) pixel boxes -> (N, 2, 3) ``affine_grid`` matrices of an H x W image.
 
@@ -45,7 +77,7 @@ def box_affine(boxes: Tensor, height: int, width: int) -> Tensor:
 def crop_and_resize(images: Tensor, boxes: Tensor, size: Union[int, Sequence[int]],
                     batch_idx: Optional[Tensor] = None,
                     img_shapes: Optional[Sequence[Sequence[int]]] = None,
-                    padding_mode: str = 'border') -> Tensor:
+                    padding_mode: str = 'border', clamp: str = 'two_sided') -> Tensor:
     """Crop ``boxes`` out of ``images`` and resize each crop to ``size`` (bilinear).
 
     Args:
@@ -54,14 +86,23 @@ def crop_and_resize(images: Tensor, boxes: Tensor, size: Union[int, Sequence[int
         size: S or (S_h, S_w), the output size.
         batch_idx: (N,) image index of each box; None means all boxes are on image 0 (B must
             be 1 then).
-        img_shapes: B ``(h, w)`` valid (unpadded) sizes; when given, boxes are clamped to their
-            image first (as DICOD does), so padding is never sampled.
-        padding_mode: ``grid_sample`` padding. ``'border'`` (default) makes the crop commute
-            with any per-channel affine normalisation, even at the image edge.
+        img_shapes: B ``(h, w)`` valid (unpadded) sizes, used by ``clamp='two_sided'``.
+        padding_mode: ``grid_sample`` padding, one of :data:`PADDING_MODES`. ``'border'``
+            (default) makes the crop commute with any per-channel affine normalisation, even at
+            the image edge; ``'zeros'`` is the DICOD release's.
+        clamp: one of :data:`CLAMP_MODES`. ``'two_sided'`` (default): every coordinate into its
+            image's ``img_shapes`` entry (no-op when ``img_shapes`` is None), so padding is never
+            sampled. ``'one_sided'``: the DICOD release's :func:`clamp_boxes_one_sided` to the
+            padded tensor. ``'none'``: boxes as given.
 
     Returns:
         (N, C, S_h, S_w) crops, in the dtype of ``images``.
     """
+    if clamp not in CLAMP_MODES:
+        raise ValueError(f'crop_and_resize: clamp must be one of {CLAMP_MODES}, got {clamp!r}')
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f'crop_and_resize: padding_mode must be one of {PADDING_MODES}, got '
+                         f'{padding_mode!r}')
     if images.dim() != 4:
         raise ValueError(f'images must be (B, C, H, W), got shape {tuple(images.shape)}')
     if boxes.dim() != 2 or boxes.shape[-1] != 4:
@@ -75,8 +116,12 @@ def crop_and_resize(images: Tensor, boxes: Tensor, size: Union[int, Sequence[int
         batch_idx = boxes.new_zeros(n, dtype=torch.long)
     if n == 0:
         return images.new_zeros(0, images.shape[1], sh, sw)
-    boxes = clamp_boxes(boxes.to(images.dtype), batch_idx, img_shapes)
     h, w = images.shape[-2:]
+    boxes = boxes.to(images.dtype)
+    if clamp == 'two_sided':
+        boxes = clamp_boxes(boxes, batch_idx, img_shapes)
+    elif clamp == 'one_sided':
+        boxes = clamp_boxes_one_sided(boxes, h, w)
     theta = box_affine(boxes, h, w)
     grid = F.affine_grid(theta, [n, images.shape[1], sh, sw], align_corners=False)
     # One grid_sample per image, the boxes' grids stacked along the rows: the image is never

@@ -14,14 +14,17 @@ student's input image, cut with a differentiable crop-and-resize (:mod:`.crop`):
   into the predicted box, i.e. into the student's box regression, and through the frozen
   teacher's stem for the predicted crops (GT crops run under no_grad).
 
-``N`` is the detector's own classification normaliser: the number of positives for one-stage
-students (SSD's ``avg_factor``, as the paper), the number of sampled RoIs for two-stage students
-(what the R-CNN head averages its losses over). Dividing an R-CNN's KL by its ~20 positives
-instead made the term ~100x stronger per positive than the head's own cross-entropy; on the
-built-in data that collapsed the student's RoI head to constant scores (0.0 AP).
+``N`` is the detector's own classification normaliser: for one-stage students the release's
+(mmdet 2.x SSD's) ``sum_i max(n_i, 1)`` over the images, n_i the positives of image i; for
+two-stage students the number of sampled RoIs (what the R-CNN head averages its losses over).
+Dividing an R-CNN's KL by its ~20 positives instead made the term ~100x stronger per positive
+than the head's own cross-entropy; on the built-in data that collapsed the student's RoI head to
+constant scores (0.0 AP).
 
 Crops are cut from the batch in the *teacher's* input convention
-(``ctx.to_teacher_inputs(ctx.batch_inputs)``): the teacher's data_preprocessor declares it.
+(``ctx.to_teacher_inputs(ctx.batch_inputs)``): the teacher's data_preprocessor declares it. The
+crop conventions at the image edge are options (:mod:`.crop`): the release's zero padding and
+one-sided clamp by default, mmkd's border padding and two-sided clamp on request.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ from ...distill_context import DistillContext, StudentDenseTargets
 from ...losses.base import BaseDistillLoss, require_finite
 from ...losses.roi_reg_kd import class_deltas
 from .classifier import CropClassifier
-from .crop import crop_and_resize
+from .crop import CLAMP_MODES, PADDING_MODES, crop_and_resize
 
 
 def teacher_target(teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -84,8 +87,9 @@ class Positives:
         cls_logits: (P, C + 1) student logits, or None when the head is not a softmax head.
         pred_boxes: (P, 4) decoded predicted boxes (pixels), carrying the graph.
         avg_factor: what both terms are divided by: the detector's own classification
-            normaliser (one-stage: the number of positives, SSD's ``avg_factor``; two-stage:
-            the number of sampled RoIs, the R-CNN head's).
+            normaliser (one-stage: ``sum_i max(n_i, 1)`` over the images, n_i the positives of
+            image i, as the release's SSD; two-stage: the number of sampled RoIs, the R-CNN
+            head's). 0 means the number of positives.
     """
 
     batch_idx: Tensor
@@ -121,6 +125,12 @@ class DICODLoss(BaseDistillLoss):
             (``torch.utils.checkpoint``), so memory holds one chunk's crops and stem
             activations instead of all of them. The teacher is in eval mode, so the
             recomputation is exact.
+        padding_mode: ``grid_sample`` padding of every crop: ``'zeros'`` (default, the
+            release) or ``'border'`` (mmkd's own; ``'reflection'`` also accepted).
+        box_clamp: how boxes that leave the image are clamped before cropping:
+            ``'one_sided'`` (default, the release: x1, y1 >= 0, x2 <= W, y2 <= H of the padded
+            batch; a box entirely outside inverts), ``'two_sided'`` (mmkd's own: every
+            coordinate into the valid ``img_shape``) or ``'none'``.
     """
 
     needs = frozenset({'student_dense_targets'})
@@ -128,8 +138,16 @@ class DICODLoss(BaseDistillLoss):
     def __init__(self, cls_weight: float = 0.4, loc_weight: float = 0.15,
                  temperature: float = 2.0, eps: float = 1e-10, crop_size: int = 112,
                  pixel_pool: int = 4, stem_pool: int = 8, chunk_size: int = 256,
-                 checkpoint_chunks: bool = True, **kwargs) -> None:
+                 checkpoint_chunks: bool = True, padding_mode: str = 'zeros',
+                 box_clamp: str = 'one_sided', **kwargs) -> None:
         super().__init__(**kwargs)
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f'DICODLoss padding_mode must be one of {PADDING_MODES}, got '
+                             f'{padding_mode!r}')
+        if box_clamp not in CLAMP_MODES:
+            raise ValueError(f'DICODLoss box_clamp must be one of {CLAMP_MODES}, got '
+                             f'{box_clamp!r}')
+        self.padding_mode, self.box_clamp = padding_mode, box_clamp
         if cls_weight < 0 or loc_weight < 0:
             raise ValueError('cls_weight and loc_weight must be >= 0')
         if temperature <= 0:
@@ -194,11 +212,12 @@ class DICODLoss(BaseDistillLoss):
         _, valid_flags = head.get_anchors(sizes, metas, device=cls.device)
         border = (head.train_cfg or {}).get('allowed_border', -1)
         bidx, gidx, logits, boxes = [], [], [], []
-        offset = 0
+        offset, avg_factor = 0, 0
         for i, ds in enumerate(ctx.data_samples):
             gt = ds.gt_instances
             n_gt = len(gt)
             pos = ((labels[i] >= 0) & (labels[i] < head.num_classes)).nonzero(as_tuple=True)[0]
+            avg_factor += max(int(pos.numel()), 1)  # the release's SSD: sum_i max(n_i, 1)
             if pos.numel():
                 anchors = torch.cat([get_box_tensor(a) for a in dense.anchors[i]])
                 inside = anchor_inside_flags(anchors, torch.cat(valid_flags[i]),
@@ -219,7 +238,8 @@ class DICODLoss(BaseDistillLoss):
                 logits.append(cls[i][pos])
                 boxes.append(head.bbox_coder.decode(anchors[pos], deltas[i][pos]))
             offset += n_gt
-        return self._pack(bidx, gidx, logits, boxes, cls, softmax=k == head.num_classes + 1)
+        return self._pack(bidx, gidx, logits, boxes, cls, softmax=k == head.num_classes + 1,
+                          avg_factor=avg_factor)
 
     def _roi_positives(self, ctx: DistillContext) -> Positives:
         """Positive RoIs of a two-stage student with their assigned GT."""
@@ -244,7 +264,8 @@ class DICODLoss(BaseDistillLoss):
     def _pack(bidx: List[Tensor], gidx: List[Tensor], logits: List[Tensor],
               boxes: List[Tensor], like: Tensor, softmax: bool,
               avg_factor: Optional[int] = None) -> Positives:
-        """Concatenate the per-image positives; ``avg_factor`` defaults to their number."""
+        """Concatenate the per-image positives; ``avg_factor`` defaults to their number (at
+        least 1)."""
         dev = like.device
         if not bidx:
             empty = torch.zeros(0, dtype=torch.long, device=dev)
@@ -253,11 +274,12 @@ class DICODLoss(BaseDistillLoss):
         batch_idx = torch.cat(bidx)
         return Positives(batch_idx, torch.cat(gidx), torch.cat(logits) if softmax else None,
                          torch.cat(boxes), avg_factor if avg_factor is not None
-                         else int(batch_idx.numel()))
+                         else max(int(batch_idx.numel()), 1))
 
     # ---- teacher side ----------------------------------------------------------------------
     def _crops(self, images: Tensor, boxes: Tensor, bidx: Tensor, shapes: list) -> Tensor:
-        return crop_and_resize(images, boxes, self.crop_size, bidx, shapes)
+        return crop_and_resize(images, boxes, self.crop_size, bidx, shapes,
+                               padding_mode=self.padding_mode, clamp=self.box_clamp)
 
     def _loc_features(self, teacher: CropClassifier, images: Tensor, boxes: Tensor,
                       bidx: Tensor, shapes: list) -> Tuple[Tensor, Tensor]:
@@ -267,13 +289,26 @@ class DICODLoss(BaseDistillLoss):
         stem = F.adaptive_avg_pool2d(teacher.stem(crops), self.stem_pool)
         return pix, stem
 
-    def forward(self, ctx: DistillContext) -> Dict[str, Tensor]:
-        """Returns ``{'cls': (), 'loc': ()}`` weighted by cls_weight / loc_weight."""
+    def forward(self, ctx: DistillContext,
+                positives: Optional[Positives] = None) -> Dict[str, Tensor]:
+        """Returns ``{'cls': (), 'loc': ()}`` weighted by cls_weight / loc_weight.
+
+        Args:
+            ctx: the step's context (``batch_inputs``, ``to_teacher_inputs``, GT boxes, the
+                teacher classifier, and the student's recorded targets or RoIs).
+            positives: optional, the positives to distil instead of the student's own (e.g.
+                those of another head, or given ones to compare with a reference); their
+                ``gt_index`` indexes the batch's concatenated GT boxes. The distiller never
+                passes it.
+        """
         if ctx.batch_inputs is None or ctx.to_teacher_inputs is None:
             raise RuntimeError('DICODLoss needs ctx.batch_inputs and ctx.to_teacher_inputs '
                                '(set by DistillDetector.loss)')
         teacher: CropClassifier = ctx.teacher
-        pos = self._roi_positives(ctx) if self.two_stage else self._dense_positives(ctx)
+        if positives is not None:
+            pos = positives
+        else:
+            pos = self._roi_positives(ctx) if self.two_stage else self._dense_positives(ctx)
         zero = pos.pred_boxes.sum() * 0.0
         if pos.cls_logits is not None:
             zero = zero + pos.cls_logits.sum() * 0.0
@@ -281,6 +316,7 @@ class DICODLoss(BaseDistillLoss):
         out = {'cls': zero, 'loc': zero}
         if n_pos == 0:
             return out
+        norm = pos.avg_factor if pos.avg_factor > 0 else n_pos
 
         with torch.no_grad():
             images = ctx.to_teacher_inputs(ctx.batch_inputs.detach())
@@ -309,7 +345,7 @@ class DICODLoss(BaseDistillLoss):
             t_logits = torch.cat(gt_logits)[inverse]
             per_row = dicod_cls_kl(pos.cls_logits, t_logits, self.temperature, self.eps)
             out['cls'] = require_finite(
-                self.cls_weight * self.temperature ** 2 * per_row.sum() / pos.avg_factor,
+                self.cls_weight * self.temperature ** 2 * per_row.sum() / norm,
                 'DICOD cls')
 
         if self.loc_weight > 0:
@@ -327,5 +363,5 @@ class DICODLoss(BaseDistillLoss):
                 l_pix = (pix - gt_pix_all[g]).abs().flatten(1).mean(1)
                 l_stem = (stem - gt_stem_all[g]).abs().flatten(1).mean(1)
                 total = total + (l_pix + l_stem).sum()
-            out['loc'] = require_finite(self.loc_weight * total / pos.avg_factor, 'DICOD loc')
+            out['loc'] = require_finite(self.loc_weight * total / norm, 'DICOD loc')
         return out
