@@ -41,6 +41,15 @@ def test_selection_on_a_hand_made_example():
     # box 2 uses the student's box (the student was more confident) clipped to the image
     assert sc.tolist() == pytest.approx([0.9, 0.7, 0.6])
     assert boxes.tolist() == [[0, 0, 40, 40], [61, 61, 100, 100], [50, 0, 90, 30]]
+    # the release keeps sides strictly > min_size; strict=False keeps sides >= min_size
+    exact = torch.tensor([[0.0, 0.0, 10.0, 30.0], [50.0, 50.0, 61.0, 61.0]])
+    kept, _ = select_general_instances(exact, exact, torch.tensor([0.9, 0.8]),
+                                       torch.tensor([True, True]), (100, 100), min_size=10)
+    assert kept.tolist() == [[50, 50, 61, 61]]
+    kept, _ = select_general_instances(exact, exact, torch.tensor([0.9, 0.8]),
+                                       torch.tensor([True, True]), (100, 100), min_size=10,
+                                       strict=False)
+    assert kept.tolist() == [[0, 0, 10, 30], [50, 50, 61, 61]]
     none, _ = select_general_instances(boxes_t[:0], boxes_s[:0], score[:0], t_wins[:0],
                                        (100, 100))
     assert none.shape == (0, 4)
@@ -72,20 +81,62 @@ class _DenseDet(nn.Module):
 
 
 class _FixedGIs(GeneralInstanceDistillLoss):
-    """Selection replaced by fixed instances, to check the loss terms by hand."""
+    """Selection replaced by fixed instances (the public ``select`` overridden), to check the
+    loss terms by hand."""
 
     def __init__(self, gis, aux, **kw):
         super().__init__(**kw)
         self._gis, self._aux = gis, aux
 
-    def _select_dense(self, ctx):
-        return self._gis, self._aux
+    def select(self, ctx):
+        return self._gis, [g.new_ones(len(g)) for g in self._gis], self._aux
+
+
+def test_defaults_are_the_release_and_options_are_validated():
+    loss = GeneralInstanceDistillLoss()
+    assert (loss.score_mode, loss.relation_scope, loss.adapter_type) == ('diff_max', 'batch',
+                                                                         None)
+    assert loss.w['feat'] == 5e-4 and loss.sel['strict'] and loss.finest_scale_cfg is None
+    for bad in (dict(score_mode='max'), dict(relation_scope='gpu'), dict(adapter='conv1x1')):
+        with pytest.raises(ValueError, match='must be one of'):
+            GeneralInstanceDistillLoss(**bad)
+    # the release compares raw pooled features: different widths need the adapter option
+    with pytest.raises(ValueError, match="adapter='conv3x3'"):
+        GeneralInstanceDistillLoss().setup(_DenseDet(2), _DenseDet(3))
+    loss.setup(_DenseDet(2), _DenseDet(2))
+    assert isinstance(loss.adapter, nn.Identity) and not list(loss.parameters())
+    # pooling level rule: canonical 224 px at P4, i.e. finest scale 112 with P3 (stride 8)
+    # first and 56 with P2 (stride 4) first; an int overrides it
+    assert loss.pool_s.finest_scale == 112
+    p2 = _DenseDet(2)
+    p2.bbox_head.prior_generator = type('P', (), {'strides': [(4, 4), (8, 8)]})()
+    loss.setup(p2, p2)
+    assert loss.pool_s.finest_scale == 56
+    fixed = GeneralInstanceDistillLoss(finest_scale=56)
+    fixed.setup(_DenseDet(2), _DenseDet(2))
+    assert fixed.pool_s.finest_scale == fixed.pool_t.finest_scale == 56
+
+
+def test_feature_term_without_adapter_hand_value():
+    gis = [torch.tensor([[8.0, 8.0, 40.0, 40.0], [16.0, 0.0, 56.0, 32.0]])]
+    loss = _FixedGIs(gis, None, feat_weight=1.0, relation_weight=0.0, cls_weight=0.0,
+                     reg_weight=0.0)
+    loss.setup(_DenseDet(2), _DenseDet(2))
+    s = torch.ones(1, 2, 8, 8, requires_grad=True)
+    t = torch.stack([torch.full((8, 8), v) for v in (2.0, 0.5)])[None]
+    from mmdet.structures import DetDataSample
+    ds = DetDataSample(metainfo=dict(img_shape=(64, 64), batch_input_shape=(64, 64)))
+    out = loss(DistillContext(None, None, [ds], (s, ), (t, )))
+    # constant maps: per cell, sum over channels of (t - s)^2 = 1 + 0.25
+    assert out['feat'].item() == pytest.approx(1.25, rel=1e-5)
+    out['feat'].backward()
+    assert s.grad.abs().sum() > 0
 
 
 def test_feature_term_hand_value_and_adapter_gradient():
     gis = [torch.tensor([[8.0, 8.0, 40.0, 40.0], [16.0, 0.0, 56.0, 32.0]])]
     loss = _FixedGIs(gis, None, feat_weight=1.0, relation_weight=0.0, cls_weight=0.0,
-                     reg_weight=0.0)
+                     reg_weight=0.0, adapter='conv3x3')
     loss.setup(_DenseDet(2), _DenseDet(3))
     nn.init.zeros_(loss.adapter.weight)
     loss.adapter.bias.data = torch.tensor([1.0, 0.0, -1.0])
@@ -128,10 +179,11 @@ def test_loss_step_trains_the_adapter(arch):
     torch.manual_seed(0)
     if arch == 'retinanet':
         retina = TINY_RETINA
-        model = _build(dict(type='GeneralInstanceDistillLoss', min_size=2), retina, retina)
+        model = _build(dict(type='GeneralInstanceDistillLoss', min_size=2, adapter='conv3x3'),
+                       retina, retina)
         num_classes = 4
     else:
-        model = _build(dict(type='GeneralInstanceDistillLoss', min_size=2))
+        model = _build(dict(type='GeneralInstanceDistillLoss', min_size=2, adapter='conv3x3'))
         num_classes = 8
     packed = demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_items=[3, 1],
                             num_classes=num_classes, use_box_type=False)

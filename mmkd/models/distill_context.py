@@ -112,6 +112,8 @@ class DistillContext:
             student's data_preprocessor), for losses that look at pixels.
         teacher_inputs: callable mapping a student-normalised (B, C, H, W) tensor to the
             teacher's input convention (see :class:`~mmkd.models.utils.TeacherInputAdapter`).
+        teacher_head_outs: the teacher's dense-head outputs, if already computed (else they are
+            computed on first access of :attr:`teacher_head_outs`).
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module, data_samples: Sequence[Any],
@@ -121,7 +123,8 @@ class DistillContext:
                  student_rois: Optional[StudentRoIs] = None,
                  student_dense: Optional[StudentDenseTargets] = None,
                  batch_inputs: Optional[Tensor] = None,
-                 teacher_inputs: Optional[Callable[[Tensor], Tensor]] = None) -> None:
+                 teacher_inputs: Optional[Callable[[Tensor], Tensor]] = None,
+                 teacher_head_outs: Any = None) -> None:
         self.student, self.teacher = student, teacher
         self.data_samples = list(data_samples)
         self.student_feats = tuple(student_feats)
@@ -133,6 +136,8 @@ class DistillContext:
         self.batch_inputs = batch_inputs
         self.to_teacher_inputs = teacher_inputs
         self._cache: Dict[str, Any] = {}
+        if teacher_head_outs is not None:
+            self._cache['teacher_head'] = teacher_head_outs
 
     @property
     def teacher_feats(self) -> Tuple[Tensor, ...]:

@@ -17,14 +17,14 @@ def class_probs(logits: Tensor, activation: str) -> Tensor:
     return F.softmax(logits.float(), dim=-1)[:, :-1]
 
 
-def gi_scores(teacher_logits: Tensor, student_logits: Tensor, mode: str = 'max_diff',
+def gi_scores(teacher_logits: Tensor, student_logits: Tensor, mode: str = 'diff_max',
               activation: str = 'sigmoid') -> Tuple[Tensor, Tensor]:
     """GI score of every candidate and whether the teacher is the more confident model.
 
     Args:
         teacher_logits / student_logits: (N, C) (sigmoid heads) or (N, C + 1) (softmax heads).
-        mode: ``'max_diff'`` (the paper: max over classes of |p_t - p_s|) or ``'diff_max'`` (the
-            released code: |max p_t - max p_s|).
+        mode: ``'diff_max'`` (the released code: |max p_t - max p_s|) or ``'max_diff'`` (the
+            paper as mmkd reads it: max over classes of |p_t - p_s|).
 
     Returns:
         ``(score, teacher_wins)``: (N,) GI scores and (N,) bool, True where the teacher's
@@ -45,14 +45,14 @@ def gi_scores(teacher_logits: Tensor, student_logits: Tensor, mode: str = 'max_d
 def select_general_instances(boxes_t: Tensor, boxes_s: Tensor, score: Tensor,
                              teacher_wins: Tensor, img_hw: Tuple[int, int],
                              pre_topk: int = 3000, min_size: float = 10.0,
-                             iou_threshold: float = 0.3, num_instances: int = 10
-                             ) -> Tuple[Tensor, Tensor]:
+                             iou_threshold: float = 0.3, num_instances: int = 10,
+                             strict: bool = True) -> Tuple[Tensor, Tensor]:
     """Pick the general instances of one image.
 
     1. Keep the ``pre_topk`` candidates with the highest GI score. 2. Take the teacher's box
-    where the teacher is more confident, else the student's; clip it to the image and drop it if
-    a side is below ``min_size``. 3. NMS at ``iou_threshold`` (mmcv), ranked by score.
-    4. Keep the best ``num_instances``.
+    where the teacher is more confident, else the student's; clip it to the image and keep it
+    only if both sides are ``> min_size`` (``strict``, the release) or ``>= min_size``. 3. NMS at
+    ``iou_threshold`` (mmcv), ranked by score. 4. Keep the best ``num_instances``.
 
     Args:
         boxes_t / boxes_s: (N, 4) teacher / student boxes of the candidates.
@@ -69,7 +69,8 @@ def select_general_instances(boxes_t: Tensor, boxes_s: Tensor, score: Tensor,
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, img_hw[1])
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, img_hw[0])
     sc = score[top].detach().float()
-    ok = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    ok = ((bw > min_size) & (bh > min_size)) if strict else ((bw >= min_size) & (bh >= min_size))
     boxes, sc = boxes[ok], sc[ok]
     if boxes.shape[0] == 0:
         return boxes, sc
