@@ -8,8 +8,8 @@ from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 
 from conftest import STUDENT_CFG, TEACHER_CFG, TINY_RETINA, student_roi_step
-from mmkd.models.methods.dsig import (edge_loss, edge_matrix, mine_hard_backgrounds,
-                                      node_loss)
+from mmkd.models.methods.dsig import (StructuredInstanceGraphLoss, edge_loss, edge_matrix,
+                                      mine_hard_backgrounds, node_loss)
 from mmkd.models.utils import MethodRecorder
 
 
@@ -103,7 +103,7 @@ def test_retinanet_student_uses_its_post_nms_detections():
     packed = demo_mm_inputs(2, [[3, 128, 128], [3, 128, 96]], num_items=[3, 1], num_classes=4,
                             use_box_type=False)
     data = model.data_preprocessor(packed, True)
-    with MethodRecorder(loss, '_detections') as det:
+    with MethodRecorder(loss, 'node_boxes') as det:
         out = model(**data, mode='loss')
     boxes = det.calls[0][2]
     assert len(boxes) == 2 and all(0 < len(b) <= 7 for b in boxes)
@@ -111,6 +111,55 @@ def test_retinanet_student_uses_its_post_nms_detections():
     assert out['loss_dsig_fg'].item() > 0
     out['loss_dsig_fg'].backward()
     assert model.student.neck.fpn_convs[0].conv.weight.grad is not None
+
+
+def _retina_node_boxes(**detections):
+    torch.manual_seed(0)
+    model = _build(dict(loss_dsig=dict(type='StructuredInstanceGraphLoss',
+                                       detections=detections)),
+                   student=TINY_RETINA, teacher=TINY_RETINA)
+    packed = demo_mm_inputs(2, [[3, 128, 128], [3, 128, 96]], num_items=[3, 1], num_classes=4,
+                            use_box_type=False)
+    data = model.data_preprocessor(packed, True)
+    loss = model.distill_losses.loss_dsig
+    with MethodRecorder(loss, 'node_boxes') as det:
+        model(**data, mode='loss')
+    shapes = [ds.img_shape for ds in data['data_samples']]
+    return det.calls[0][2], shapes
+
+
+def test_retinanet_nodes_are_unclipped_by_default_and_clipped_on_request():
+    # the release keeps its post-NMS detections unclipped, with no size filter; random heads
+    # predict boxes close to their anchors, many of which reach past a 128 px image
+    boxes, shapes = _retina_node_boxes(max_per_img=100)
+    outside = [((b[:, 0::2] < 0) | (b[:, 0::2] > w)).any() | ((b[:, 1::2] < 0) | (b[:, 1::2] > h)).any()
+               for b, (h, w) in zip(boxes, shapes)]
+    assert any(bool(o) for o in outside)
+    clipped, shapes = _retina_node_boxes(max_per_img=100, clip=True, min_bbox_size=0)
+    for b, (h, w) in zip(clipped, shapes):
+        assert len(b) and (b[:, 0::2] >= 0).all() and (b[:, 0::2] <= w).all()
+        assert (b[:, 1::2] >= 0).all() and (b[:, 1::2] <= h).all()
+        assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all()
+    with pytest.raises(ValueError, match='clip'):
+        StructuredInstanceGraphLoss(detections=dict(clipping=False))
+
+
+def test_retinanet_pooling_level_rule():
+    # the release pools a box of size s = sqrt(wh) from P3 below 224 px, P4 from 224 px (its
+    # canonical rule: finest_scale 112 on P3-P7); mmdet's default 56 is one level coarser
+    model = _build(dict(loss_dsig=dict(type='StructuredInstanceGraphLoss')),
+                   student=TINY_RETINA, teacher=TINY_RETINA)
+    ext = model.distill_losses.loss_dsig.roi_extractor
+    rois = torch.tensor([[0, 0, 0, 150, 150], [0, 0, 0, 223, 223], [0, 0, 0, 225, 225],
+                         [0, 0, 0, 500, 500], [0, 0, 0, 60, 60]], dtype=torch.float)
+    assert ext.finest_scale == 112
+    assert ext.map_roi_levels(rois, 5).tolist() == [0, 0, 1, 2, 0]
+    mmdet = _build(dict(loss_dsig=dict(type='StructuredInstanceGraphLoss', finest_scale=56)),
+                   student=TINY_RETINA, teacher=TINY_RETINA)
+    assert mmdet.distill_losses.loss_dsig.roi_extractor.map_roi_levels(rois, 5).tolist() == [
+        1, 1, 2, 3, 0]
+    with pytest.raises(ValueError, match='not both'):
+        StructuredInstanceGraphLoss(finest_scale=56, roi_extractor=dict(finest_scale=56))
 
 
 def test_box_regression_kd_hand_value():

@@ -8,5 +8,6 @@ model = dict(
         neck=dict(in_channels=_base_.mnv2_channels_s8, start_level=0)),
     distill_losses=dict(
         _delete_=True,
-        loss_dsig=dict(type='StructuredInstanceGraphLoss', edge_weight=1.0, fg_weight=0.5),
+        loss_dsig=dict(type='StructuredInstanceGraphLoss', edge_weight=1.0, fg_weight=0.5,
+                       **_base_.dsig_one_stage_nodes),
         loss_kd_fpn=dict(type='FeatureImitationLoss', level_reduction='sum', loss_weight=0.5)))

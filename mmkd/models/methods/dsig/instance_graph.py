@@ -11,7 +11,9 @@ cosine similarities between nodes. The student imitates the teacher's nodes and 
 Hard backgrounds are background RoIs on which the teacher is unsure: cross-entropy against the
 background class >= 0.6. Two-stage students use their own sampled RoIs (recorded from their
 forward: the RoI head does not run twice); RetinaNet students use their own post-NMS detections,
-with no background nodes.
+with no background nodes, unclipped and with no minimum size as in the release, pooled with the
+release's level rule (detectron2's canonical 224 px at P4: ``finest_scale=112`` on P3-P7, see
+:mod:`mmkd.models.utils.roi_levels`).
 
 Per-image normalisation: the original *sums* the per-image losses over the images of one GPU (2
 there). mmkd averages over the images of the batch and multiplies by ``image_scale`` (default 2),
@@ -30,6 +32,7 @@ from torch import Tensor, nn
 from ...distill_context import DistillContext
 from ...losses.base import BaseDistillLoss, require_finite
 from ...utils.box_pool import boxes_to_rois
+from ...utils.roi_levels import resolve_finest_scale
 
 
 def edge_matrix(nodes: Tensor) -> Tensor:
@@ -78,22 +81,42 @@ class StructuredInstanceGraphLoss(BaseDistillLoss):
         image_scale: per-image losses are averaged over the batch, then multiplied by this
             (2 = the original's sum over 2 images per GPU).
         detections: for one-stage students, how their post-NMS detections are made:
-            ``nms_pre`` per level (1000), ``iou_threshold`` (0.5), ``max_per_img`` (100),
-            ``score_thr`` (0).
-        roi_extractor: for one-stage students, the 7x7 pooling (mmdet SingleRoIExtractor over
-            mmcv RoIAlign, aligned, adaptive sampling); strides default to the head's anchors.
+            ``nms_pre`` per level (1000), ``iou_threshold`` (0.5, class-wise), ``max_per_img``
+            (100), ``score_thr`` (0), ``clip`` (False: boxes are not clipped to the image, as in
+            the release; True clips them, mmkd's earlier behaviour) and ``min_bbox_size`` (-1:
+            no size filter, as in the release; 0 drops empty boxes, mmkd's earlier behaviour).
+        finest_scale: for one-stage students, the pooling level rule as mmdet's
+            ``finest_scale``; None (default) is the release's canonical rule (224 px at P4),
+            i.e. 112 on RetinaNet's P3-P7. (56, mmdet's default, pools boxes under 224 px one
+            level too coarse there.)
+        roi_extractor: for one-stage students, overrides of the 7x7 pooling config (mmdet
+            SingleRoIExtractor over mmcv RoIAlign, aligned, adaptive sampling); strides default
+            to the head's anchors.
     """
+
+    #: keys of ``detections``.
+    DETECTION_KEYS = ('nms_pre', 'iou_threshold', 'max_per_img', 'score_thr', 'clip',
+                      'min_bbox_size')
 
     def __init__(self, edge_weight: float = 1.0, fg_weight: float = 0.5, bg_weight: float = 0.5,
                  bg_alpha: float = 7.5, mining_threshold: float = 0.6, image_scale: float = 2.0,
-                 detections: Optional[dict] = None, roi_extractor: Optional[dict] = None,
-                 **kwargs) -> None:
+                 detections: Optional[dict] = None, finest_scale: Optional[int] = None,
+                 roi_extractor: Optional[dict] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.edge_weight, self.fg_weight, self.bg_weight = edge_weight, fg_weight, bg_weight
         self.bg_alpha, self.mining_threshold = float(bg_alpha), float(mining_threshold)
         self.image_scale = float(image_scale)
-        self.det_cfg = dict(nms_pre=1000, iou_threshold=0.5, max_per_img=100, score_thr=0.0)
+        self.det_cfg = dict(nms_pre=1000, iou_threshold=0.5, max_per_img=100, score_thr=0.0,
+                            clip=False, min_bbox_size=-1)
+        unknown = sorted(set(detections or {}) - set(self.DETECTION_KEYS))
+        if unknown:
+            raise ValueError(f'StructuredInstanceGraphLoss detections: unknown key(s) {unknown}; '
+                             f'valid keys are {list(self.DETECTION_KEYS)}.')
         self.det_cfg.update(detections or {})
+        if finest_scale is not None and 'finest_scale' in (roi_extractor or {}):
+            raise ValueError('StructuredInstanceGraphLoss: set finest_scale or '
+                             'roi_extractor.finest_scale, not both.')
+        self.finest_scale_cfg = finest_scale
         self.roi_extractor_cfg = roi_extractor
         self.roi_extractor: Optional[nn.Module] = None
 
@@ -110,7 +133,9 @@ class StructuredInstanceGraphLoss(BaseDistillLoss):
             cfg = dict(type='SingleRoIExtractor',
                        roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0,
                                       aligned=True),
-                       out_channels=student.neck.out_channels, featmap_strides=strides)
+                       out_channels=student.neck.out_channels, featmap_strides=strides,
+                       finest_scale=resolve_finest_scale(self.finest_scale_cfg, strides,
+                                                         'StructuredInstanceGraphLoss'))
             cfg.update(self.roi_extractor_cfg or {})
             self.roi_extractor = MODELS.build(cfg)
             if student.neck.out_channels != getattr(teacher.neck, 'out_channels', None):
@@ -148,22 +173,28 @@ class StructuredInstanceGraphLoss(BaseDistillLoss):
         return terms
 
     @torch.no_grad()
-    def _detections(self, ctx: DistillContext) -> List[Tensor]:
-        """The student's post-NMS detections per image: (n_i, 4) boxes in input pixels."""
+    def node_boxes(self, ctx: DistillContext) -> List[Tensor]:
+        """The boxes of a one-stage student's graph nodes: per image (n_i, 4) boxes in input
+        pixels, its post-NMS detections by ``detections`` (mmdet's ``predict_by_feat`` on its
+        recorded head outputs). Subclasses may override it to build the graph on other boxes.
+        """
         head = ctx.student.bbox_head
         cls_scores, bbox_preds = ctx.student_head_outs[:2]
         c = self.det_cfg
         cfg = ConfigDict(nms_pre=c['nms_pre'], score_thr=c['score_thr'],
                          nms=dict(type='nms', iou_threshold=c['iou_threshold']),
-                         max_per_img=c['max_per_img'], min_bbox_size=0)
+                         max_per_img=c['max_per_img'], min_bbox_size=c['min_bbox_size'])
+        metas = [d.metainfo for d in ctx.data_samples]
+        if not c['clip']:  # the head's coder clips to img_shape; without one it does not
+            metas = [dict(m, img_shape=None) for m in metas]
         results = head.predict_by_feat([s.detach() for s in cls_scores],
                                        [b.detach() for b in bbox_preds],
-                                       batch_img_metas=[d.metainfo for d in ctx.data_samples],
-                                       cfg=cfg, rescale=False, with_nms=True)
+                                       batch_img_metas=metas, cfg=cfg, rescale=False,
+                                       with_nms=True)
         return [r.bboxes for r in results]
 
     def _one_stage(self, ctx: DistillContext) -> Dict[str, List[Tensor]]:
-        boxes = self._detections(ctx)
+        boxes = self.node_boxes(ctx)
         rois = boxes_to_rois(boxes).to(ctx.student_feats[0].device)
         n = self.roi_extractor.num_inputs
         v_s = self.roi_extractor(ctx.student_feats[:n], rois)
