@@ -27,6 +27,12 @@ TINY_RETINA = dict(config='mmdet::retinanet/retinanet_r18_fpn_1x_coco.py',
                                   stacked_convs=1))
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        'markers', 'gpu: needs a CUDA device; skipped without one (tests/test_gpu.py, run on a '
+        'GPU host by tools/gpu_check.sh: pytest -m gpu)')
+
+
 @pytest.fixture(scope='session')
 def synthetic_data(tmp_path_factory) -> dict:
     """12 train / 6 val images, 64-96 px, some of them empty."""

@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -42,37 +42,72 @@ def _sync() -> None:
 
 
 class CallTimer:
-    """Wall time of the outermost forward calls into ``modules`` (nested calls count once).
+    """Time of the outermost forward calls into ``modules`` (nested calls count once).
 
     ``inner``: another timer whose time spent during these calls is subtracted (the teacher
-    inside a distillation loss)."""
+    inside a distillation loss). On a CUDA device the calls are bracketed by CUDA events, so
+    timing does not synchronise (and slow) the step; read :attr:`total` after the step ended
+    with a synchronisation (``timed_train_step`` does). On the CPU: wall time."""
 
-    def __init__(self, modules: Sequence[nn.Module], inner: Optional['CallTimer'] = None) -> None:
-        self.total = 0.0
+    def __init__(self, modules: Sequence[nn.Module], inner: Optional['CallTimer'] = None,
+                 events: Optional[bool] = None) -> None:
         self.inner = inner
+        self.events = torch.cuda.is_available() if events is None else bool(events)
         self._depth = 0
         self._t0 = 0.0
         self._inner0 = 0.0
+        self._open: Optional[tuple] = None
         self._handles = []
+        self.reset()
         for m in modules:
             self._handles.append(m.register_forward_pre_hook(self._pre))
             self._handles.append(m.register_forward_hook(self._post))
 
+    def reset(self) -> None:
+        """Forget the calls timed so far."""
+        self._wall = 0.0
+        #: CUDA mode: (start event, end event, first and last+1 index of ``inner``'s spans
+        #: recorded during the call)
+        self._spans: List[tuple] = []
+
     def _pre(self, *_) -> None:
         if self._depth == 0:
-            _sync()
-            self._t0 = time.perf_counter()
-            self._inner0 = self.inner.total if self.inner else 0.0
+            if self.events:
+                start = torch.cuda.Event(enable_timing=True)
+                start.record()
+                self._open = (start, len(self.inner._spans) if self.inner else 0)
+            else:
+                _sync()
+                self._t0 = time.perf_counter()
+                self._inner0 = self.inner.total if self.inner else 0.0
         self._depth += 1
 
     def _post(self, *_) -> None:
         self._depth -= 1
         if self._depth == 0:
+            if self.events:
+                end = torch.cuda.Event(enable_timing=True)
+                end.record()
+                start, lo = self._open
+                self._spans.append((start, end, lo, len(self.inner._spans) if self.inner else 0))
+                return
             _sync()
             spent = time.perf_counter() - self._t0
             if self.inner:
                 spent -= self.inner.total - self._inner0
-            self.total += spent
+            self._wall += spent
+
+    @property
+    def total(self) -> float:
+        """Seconds spent in the timed calls since the last :meth:`reset`."""
+        if not self.events:
+            return self._wall
+        t = 0.0
+        for start, end, lo, hi in self._spans:
+            t += start.elapsed_time(end) / 1e3
+            if self.inner:
+                t -= sum(a.elapsed_time(b) for a, b, *_ in self.inner._spans[lo:hi]) / 1e3
+        return t
 
     def remove(self) -> None:
         for h in self._handles:
@@ -121,6 +156,13 @@ class SpeedResult:
     @property
     def ratio(self) -> float:
         return self.distilled_ms / self.plain_ms
+
+
+def _grad_scaler():
+    """A CUDA GradScaler (``torch.amp`` spelling where it exists)."""
+    if hasattr(torch, 'amp') and hasattr(torch.amp, 'GradScaler'):
+        return torch.amp.GradScaler('cuda')
+    return torch.cuda.amp.GradScaler()
 
 
 def _pgm_losses(model) -> List[nn.Module]:
@@ -188,7 +230,7 @@ def measure_method(name: str, options: Sequence[str] = (), iters: int = 10, warm
     kd.train()
     opt_kd = torch.optim.SGD(kd.parameters(), lr=1e-4, momentum=0.9)
     opt_plain = torch.optim.SGD(plain.parameters(), lr=1e-4, momentum=0.9)
-    scalers = {k: torch.cuda.amp.GradScaler() if amp else None for k in ('plain', 'kd')}
+    scalers = {k: _grad_scaler() if amp else None for k in ('plain', 'kd')}
     times: Dict[str, List[float]] = {'plain': [], 'kd': [], 'teacher': [], 'losses': []}
     mem: Dict[str, float] = {}
     batches = real_batches(cfg.train_dataloader, warmup + iters)
@@ -198,7 +240,7 @@ def measure_method(name: str, options: Sequence[str] = (), iters: int = 10, warm
                 if device == 'cuda':
                     torch.cuda.reset_peak_memory_stats()
                 for t in timers.values():
-                    t.total = 0.0
+                    t.reset()
                 dt = timed_train_step(model, opt, batch, scalers[key])
                 if i < warmup:
                     continue
@@ -377,5 +419,384 @@ def write_memory_section(doc_path: str, body: str) -> None:
     replace_section(doc_path, body, MEMORY_BEGIN, MEMORY_END)
 
 
+# ---- COCO-size step cost on a GPU (tools/benchmark_speed.py --coco) ------------------------
+GPU_SPEED_BEGIN, GPU_SPEED_END = '<!-- gpu-speed:BEGIN -->', '<!-- gpu-speed:END -->'
+#: The pairs ``--coco`` measures: name -> (config path prefix under configs/kd, label).
+COCO_PAIRS: Dict[str, Tuple[str, str]] = {
+    'faster_rcnn': ('configs/kd/faster_rcnn_r101_r50_', 'Faster R-CNN R101 -> R50'),
+    'retinanet': ('configs/kd/retinanet_r101_r50_', 'RetinaNet R101 -> R50'),
+}
+#: Extra rows: the online-PGM variant of each pair's Global Knowledge config.
+COCO_VARIANTS = {'pgm_online': ('pgm', ('model.distill_losses.loss_gk.pgm.mode=online', ))}
+#: The issue's targets: GK's distilled step at most this many plain steps; every method's time
+#: beyond the teacher forward at most this share of the plain step; peak memory at most the
+#: plain student's plus the teacher's weights plus this share of the plain student's peak.
+GK_MAX_RATIO = 1.5
+MAX_OVERHEAD = 0.10
+MEM_MARGIN = 0.15
+GK_METHODS = ('pgm', 'pgm_online')
+
+
+@dataclass
+class CocoSpeedResult:
+    """One method of one COCO pair; times in ms (medians), memory in MiB."""
+    pair: str
+    method: str
+    config: str
+    precision: str = 'AMP fp16'
+    plain_ms: float = float('nan')
+    distilled_ms: float = float('nan')
+    teacher_ms: float = float('nan')
+    losses_ms: float = float('nan')
+    #: (distilled - plain - teacher forward) over plain, from the sums over the timed steps
+    overhead: float = float('nan')
+    plain_mem_mib: Optional[float] = None
+    distilled_mem_mib: Optional[float] = None
+    teacher_weights_mib: float = float('nan')
+    seconds: float = 0.0
+    error: str = ''
+    profile: str = ''
+
+    @property
+    def ratio(self) -> float:
+        return self.distilled_ms / self.plain_ms
+
+    @property
+    def mem_limit_mib(self) -> Optional[float]:
+        if self.plain_mem_mib is None:
+            return None
+        return self.plain_mem_mib * (1 + MEM_MARGIN) + self.teacher_weights_mib
+
+    def targets(self) -> Dict[str, Optional[bool]]:
+        """Each target: True (met), False (missed), None (not measured / not applicable)."""
+        if self.error:
+            return {}
+        out: Dict[str, Optional[bool]] = {
+            'overhead': bool(self.overhead <= MAX_OVERHEAD),
+            'memory': (None if self.mem_limit_mib is None
+                       else bool(self.distilled_mem_mib <= self.mem_limit_mib))}
+        if self.method in GK_METHODS:
+            out['gk_ratio'] = bool(self.ratio <= GK_MAX_RATIO)
+        return out
+
+    @property
+    def missed(self) -> List[str]:
+        return [k for k, v in self.targets().items() if v is False]
+
+
+def coco_methods(pair: str, names: Optional[Sequence[str]] = None, everything: bool = False
+                 ) -> List[Tuple[str, str, Tuple[str, ...]]]:
+    """``(method, config, cfg options)`` of the distillation configs of ``pair`` and the
+    online-PGM variant, alphabetical. A config whose name extends another's with ``_...``
+    (``pgm_imagenet_init``: the same step with another initialisation) is left out unless
+    ``names`` asks for it or ``everything``; with ``names``, exactly those (unknown names
+    raise)."""
+    import glob
+    import os.path as osp
+    import re
+
+    from ..utils.paths import REPO_ROOT as root
+    if pair not in COCO_PAIRS:
+        raise ValueError(f'unknown pair {pair!r}; choose from {sorted(COCO_PAIRS)}')
+    prefix = COCO_PAIRS[pair][0]
+    rows = {}
+    for path in sorted(glob.glob(osp.join(root, prefix + '*.py'))):
+        rel = osp.relpath(path, root)
+        name = re.sub(r'^fpn_|_\dx_coco$', '', osp.basename(path)[len(osp.basename(prefix)):-3])
+        rows[name] = (rel, ())
+    for variant, (base, opts) in COCO_VARIANTS.items():
+        if base in rows:
+            rows[variant] = (rows[base][0], opts)
+    if names:
+        unknown = [n for n in names if n not in rows]
+        if unknown:
+            raise ValueError(f'{pair}: unknown method(s) {unknown}; known: {sorted(rows)}')
+        rows = {n: rows[n] for n in names}
+    elif not everything:
+        rows = {n: v for n, v in rows.items() if n in COCO_VARIANTS
+                or not any(n.startswith(o + '_') for o in rows if o != n)}
+    return [(n, cfg, opts) for n, (cfg, opts) in sorted(rows.items())]
+
+
+def strip_pretrained(cfg) -> None:
+    """Drop every ``init_cfg`` of type Pretrained and the checkpoints of a DistillDetector
+    config in place: random weights, nothing downloaded (the step cost does not depend on the
+    weights)."""
+    model = cfg.model
+    model.teacher_ckpt = None
+    if 'student_ckpt' in model:
+        model.student_ckpt = None
+
+    def walk(node):
+        if isinstance(node, dict):
+            init = node.get('init_cfg')
+            if isinstance(init, dict) and init.get('type') == 'Pretrained':
+                node['init_cfg'] = None
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                walk(v)
+    walk(model)
+
+
+def synthetic_batch(num_images: int = 2, size: Tuple[int, int] = (800, 1333),
+                    num_classes: int = 80, boxes_per_image: int = 7, with_mask: bool = False,
+                    seed: int = 0) -> dict:
+    """A training batch in mmdet's packed form: ``num_images`` random images of ``size``
+    (h, w) with ``boxes_per_image`` random GT boxes each (COCO averages ~7)."""
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(seed)
+    return demo_mm_inputs(num_images, [(3, size[0], size[1])] * num_images,
+                          num_items=[boxes_per_image] * num_images, num_classes=num_classes,
+                          with_mask=with_mask, use_box_type=False)
+
+
+def seed_random_prototypes(model: nn.Module, per_class: int = 20, seed: int = 0) -> int:
+    """Give every Global-Knowledge loss of ``model`` prototypes for every class and level,
+    generated (by its own PGM, on its device) from random descriptors: a step's cost depends
+    on the prototypes' count, not their values. Returns the number of losses seeded."""
+    g = torch.Generator().manual_seed(seed)
+    losses = _pgm_losses(model)
+    for loss in losses:
+        L, C = loss.num_levels, loss.num_classes
+        dev = loss.pgm.proto_s.device
+        ds, dt = loss.pgm.proto_s.shape[-1], loss.pgm.proto_t.shape[-1]
+        labels = torch.arange(C).repeat_interleave(per_class).to(dev)
+        desc_s = [torch.randn(C * per_class, ds, generator=g).to(dev) for _ in range(L)]
+        desc_t = [torch.randn(C * per_class, dt, generator=g).to(dev) for _ in range(L)]
+        loss.generate_prototypes(desc_s, desc_t, [labels] * L)
+    return len(losses)
+
+
+def set_train_progress(cfg, iteration: int = 20000) -> None:
+    """Put the MessageHub at a mid-training position, past every warm-up (ICD's bypass, LR
+    warm-up) and before any weight schedule reaches zero, so each method runs its full step."""
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_current_instance()
+    max_epochs = cfg.train_cfg.get('max_epochs')
+    hub.update_info('epoch', 1)
+    hub.update_info('max_epochs', max_epochs)
+    hub.update_info('iter', iteration)
+    hub.update_info('max_iters', cfg.train_cfg.get('max_iters') or 10 * iteration)
+
+
+def tensor_bytes(*objs) -> int:
+    """Bytes of the distinct CUDA storages among tensors found in ``objs`` (modules: their
+    parameters, gradients and buffers; optimizers: their state)."""
+    seen, total = set(), 0
+
+    def add(t):
+        nonlocal total
+        if isinstance(t, torch.Tensor) and t.is_cuda:
+            key = t.untyped_storage().data_ptr()
+            if key not in seen:
+                seen.add(key)
+                total += t.untyped_storage().nbytes()
+
+    for o in objs:
+        if isinstance(o, nn.Module):
+            for p in o.parameters():
+                add(p)
+                add(p.grad)
+            for b in o.buffers():
+                add(b)
+        elif isinstance(o, torch.optim.Optimizer):
+            for st in o.state.values():
+                for v in st.values():
+                    add(v)
+    return total
+
+
+@contextmanager
+def profile_ranges(model: nn.Module) -> Iterator[None]:
+    """Label the teacher's forward and each distillation loss's forward as profiler ranges
+    (``mmkd/teacher``, ``mmkd/loss/<name>``), outermost calls only."""
+    from torch.profiler import record_function
+    handles, stack = [], []
+
+    def hook_pair(mods, label):
+        depth = [0]
+
+        def pre(*_):
+            if depth[0] == 0:
+                rf = record_function(label)
+                rf.__enter__()
+                stack.append(rf)
+            depth[0] += 1
+
+        def post(*_):
+            depth[0] -= 1
+            if depth[0] == 0:
+                stack.pop().__exit__(None, None, None)
+        for m in mods:
+            handles.append(m.register_forward_pre_hook(pre))
+            handles.append(m.register_forward_hook(post))
+    hook_pair(teacher_modules(model.teacher), 'mmkd/teacher')
+    for name, loss in model.distill_losses.items():
+        hook_pair([loss], f'mmkd/loss/{name}')
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def profile_steps(model, optim, batch, scaler, steps: int = 3, rows: int = 25) -> str:
+    """torch.profiler table (sorted by device time) of ``steps`` distilled training steps."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available()
+                                     else [])
+    with profile_ranges(model), profile(activities=acts) as prof:
+        for _ in range(steps):
+            timed_train_step(model, optim, batch, scaler)
+    key = 'cuda_time_total' if torch.cuda.is_available() else 'cpu_time_total'
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def measure_coco_method(pair: str, name: str, config: str, options: Sequence[str] = (),
+                        iters: int = 8, warmup: int = 3, amp: bool = True,
+                        size: Tuple[int, int] = (800, 1333), num_images: int = 2,
+                        device: str = 'cuda', profile: bool = False) -> CocoSpeedResult:
+    """Plain student vs distilled step of one COCO config, steps interleaved, on ``device``.
+
+    Random weights (nothing downloaded), one synthetic batch of ``num_images`` images of
+    ``size`` reused for every step, SGD for every parameter, GK prototypes seeded. Peak memory
+    (CUDA): the step's peak allocation above what was allocated before it, plus the model's
+    own persistent tensors (weights, gradients, optimizer state; the hidden teacher's weights
+    for the distilled model), so the other model held in the same process does not count.
+    With ``profile``, a torch.profiler table of 3 more distilled steps goes in ``.profile``
+    when the method misses a target."""
+    from mmdet.registry import MODELS
+    t_start = time.perf_counter()
+    res = CocoSpeedResult(pair, name, config, 'AMP fp16' if amp else 'fp32')
+    if amp and device != 'cuda':
+        raise RuntimeError('AMP timing needs a CUDA device; use --precision fp32 with --device cpu')
+    cfg = load_resolved(config, list(options))
+    strip_pretrained(cfg)
+    set_train_progress(cfg)
+    torch.manual_seed(0)
+    kd = MODELS.build(cfg.model).to(device).train()
+    plain = copy.deepcopy(kd.student).to(device).train()
+    seed_random_prototypes(kd)
+    with_mask = bool(getattr(getattr(kd.student, 'roi_head', None), 'with_mask', False))
+    from ..models.detectors.distill_detector import num_classes_of
+    batch = synthetic_batch(num_images, size, num_classes_of(kd.student) or 80,
+                            with_mask=with_mask)
+    opt_kd = torch.optim.SGD(kd.parameters(), lr=1e-4, momentum=0.9)
+    opt_plain = torch.optim.SGD(plain.parameters(), lr=1e-4, momentum=0.9)
+    scalers = {k: _grad_scaler() if amp else None for k in ('plain', 'kd')}
+    models = {'plain': (plain, opt_plain), 'kd': (kd, opt_kd)}
+    cuda = device == 'cuda'
+    res.teacher_weights_mib = tensor_bytes(kd.teacher) / 2**20 if cuda else float('nan')
+    times: Dict[str, List[float]] = {'plain': [], 'kd': [], 'teacher': [], 'losses': []}
+    mem: Dict[str, float] = {}
+    with step_timers(kd) as timers:
+        for i in range(warmup + iters):
+            for key in ('plain', 'kd'):
+                model, opt = models[key]
+                for t in timers.values():
+                    t.reset()
+                if cuda:
+                    torch.cuda.synchronize()
+                    before = torch.cuda.memory_allocated()
+                    torch.cuda.reset_peak_memory_stats()
+                dt = timed_train_step(model, opt, batch, scalers[key])
+                if i < warmup:
+                    continue
+                times[key].append(dt)
+                if key == 'kd':
+                    times['teacher'].append(timers['teacher'].total)
+                    times['losses'].append(timers['losses'].total)
+                if cuda:
+                    own = tensor_bytes(model, opt) + (tensor_bytes(model.teacher)
+                                                      if key == 'kd' else 0)
+                    peak = torch.cuda.max_memory_allocated() - before + own
+                    mem[key] = max(mem.get(key, 0.0), peak / 2**20)
+    res.plain_ms = 1e3 * statistics.median(times['plain'])
+    res.distilled_ms = 1e3 * statistics.median(times['kd'])
+    res.teacher_ms = 1e3 * statistics.median(times['teacher'])
+    res.losses_ms = 1e3 * statistics.median(times['losses'])
+    res.overhead = (sum(times['kd']) - sum(times['plain']) - sum(times['teacher'])) / sum(
+        times['plain'])
+    if mem:
+        res.plain_mem_mib, res.distilled_mem_mib = mem['plain'], mem['kd']
+    if profile and res.missed:
+        res.profile = profile_steps(kd, opt_kd, batch, scalers['kd'])
+    del kd, plain, opt_kd, opt_plain, models
+    if cuda:
+        torch.cuda.empty_cache()
+    res.seconds = time.perf_counter() - t_start
+    return res
+
+
+def _mark(ok: Optional[bool]) -> str:
+    return {True: 'yes', False: '**no**', None: 'n/a'}[ok]
+
+
+def coco_speed_table(results: Sequence[CocoSpeedResult]) -> str:
+    """One markdown table: a row per (pair, method)."""
+    lines = ['| pair | method | plain step (ms) | distilled step (ms) | ratio | teacher forward '
+             '(ms) | beyond the teacher (% of plain) | peak memory plain / distilled / limit '
+             '(MiB) | targets met |', '|' + '---|' * 9]
+    for r in results:
+        label = COCO_PAIRS[r.pair][1]
+        if r.error:
+            lines.append(f'| {label} | {r.method} | {r.error} |' + ' |' * 6)
+            continue
+        if r.plain_mem_mib is None:
+            mem = 'n/a (no CUDA)'
+        else:
+            mem = (f'{r.plain_mem_mib:.0f} / {r.distilled_mem_mib:.0f} / '
+                   f'{r.mem_limit_mib:.0f}')
+        tg = r.targets()
+        met = ', '.join(f'{k}: {_mark(v)}' for k, v in tg.items())
+        lines.append(f'| {label} | {r.method} | {r.plain_ms:.1f} | {r.distilled_ms:.1f} | '
+                     f'{r.ratio:.2f}x | {r.teacher_ms:.1f} | {100 * r.overhead:.1f}% | {mem} | '
+                     f'{met} |')
+    return '\n'.join(lines)
+
+
+def coco_speed_section(results: Sequence[CocoSpeedResult], command: str, device: str,
+                       size: Tuple[int, int], num_images: int, iters: int, warmup: int,
+                       date: str) -> str:
+    """The markdown section of ``--coco``: settings, the exact command, the table, the targets
+    missed."""
+    missed = [f'{COCO_PAIRS[r.pair][1]} {r.method}: {", ".join(r.missed)}' for r in results
+              if r.missed]
+    errors = [r for r in results if r.error]
+    precision = results[0].precision if results else 'AMP fp16'
+    body = [
+        '## Step time and memory at COCO size on a GPU (tools/benchmark_speed.py --coco)', '',
+        f'Measured on {date}, **{device}**, {precision}, {num_images} images of {size[1]}x'
+        f'{size[0]} per step, median of {iters} timed steps after {warmup} warm-up, plain and '
+        'distilled steps interleaved in one process. Random weights and synthetic images with 7 '
+        'random boxes each: the cost does not depend on them. The teacher forward is timed with '
+        'CUDA events around its calls (wall time on a CPU). "Beyond the teacher" is (distilled - plain - teacher '
+        'forward) / plain: the distillation losses, the extra backward and update, the '
+        'recording of the student\'s outputs. Peak memory is each model\'s own: the step\'s '
+        'peak allocation above what was allocated before it, plus that model\'s weights, '
+        'gradients and optimizer state (and for the distilled model the teacher\'s weights).',
+        '',
+        f'Targets: Global Knowledge at most {GK_MAX_RATIO}x the plain step (gk_ratio); every '
+        f'method at most {MAX_OVERHEAD:.0%} of the plain step beyond the teacher forward '
+        f'(overhead); peak memory at most the plain student\'s plus the teacher\'s weights plus '
+        f'{MEM_MARGIN:.0%} of the plain student\'s peak (memory; the limit column).', '',
+        '```', command, '```', '', coco_speed_table(results), '']
+    if missed:
+        body += ['Targets missed (torch.profiler summaries in the run\'s log with --profile):',
+                 ''] + [f'- {m}' for m in missed] + ['']
+    if errors:
+        body += [f'{len(errors)} method(s) failed: see the log.', '']
+    return '\n'.join(body)
+
+
+def write_gpu_speed_section(doc_path: str, body: str) -> None:
+    replace_section(doc_path, body, GPU_SPEED_BEGIN, GPU_SPEED_END)
+
+
 __all__ = ['CallTimer', 'SpeedResult', 'measure_method', 'measure_cpu_memory', 'parse_options', 'speed_section',
-           'speed_table', 'write_speed_section', 'step_timers', 'prepare_pgm']
+           'speed_table', 'write_speed_section', 'step_timers', 'prepare_pgm', 'COCO_PAIRS',
+           'CocoSpeedResult', 'coco_methods', 'measure_coco_method', 'coco_speed_section',
+           'coco_speed_table', 'seed_random_prototypes', 'strip_pretrained', 'synthetic_batch',
+           'tensor_bytes', 'write_gpu_speed_section']
