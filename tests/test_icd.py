@@ -16,10 +16,10 @@ from mmengine.config import Config
 from mmengine.logging import MessageHub
 
 from conftest import REPO, STUDENT_CFG, data_options, run_tool
-from mmkd.models.methods.icd import (InstanceBatch, InstanceDecoder, InstanceEncoder,
-                                     InstancePriors, build_instances, flatten_levels,
-                                     level_padding_mask, num_slots, scale_bins,
-                                     weighted_value_mimic)
+from mmkd.models.methods.icd import (InstanceBatch, InstanceConditionalDistillLoss,
+                                     InstanceDecoder, InstanceEncoder, InstancePriors,
+                                     build_instances, flatten_levels, level_padding_mask,
+                                     num_slots, scale_bins, weighted_value_mimic)
 
 ICD_CFG = 'configs/synthetic/kd_icd_r34w32_r18w16_12e_synthetic.py'
 
@@ -300,3 +300,89 @@ def test_optimiser_dict_long_form_and_errors():
         DistillOptimWrapperConstructor(dict(student=sgd, aux=dict(adam, params=['nope'])))(model)
     with pytest.raises(ValueError, match='exactly one wrapper'):
         DistillOptimWrapperConstructor(dict(a=sgd, b=sgd))
+
+
+# ---- released conventions as options --------------------------------------------------------
+def _wide_priors(**kw):
+    """Priors whose boxes are large and spread (many draws hit the range and the border)."""
+    priors = InstancePriors(2, **kw)
+    priors.wh_mean.fill_(0.35)
+    priors.wh_std.fill_(0.3)
+    return priors
+
+
+def test_fake_boxes_released_truncation_and_clamp_and_the_unclamped_options():
+    torch.manual_seed(0)
+    d = _wide_priors().draw(20000)  # defaults: the release
+    assert d.z.abs().max().item() == 2.0  # truncated (clipped) at 2 sigma
+    assert bool(((d.wh >= 0.002) & (d.wh <= 0.7)).all())
+    assert bool(((d.boxes >= 0) & (d.boxes <= 1)).all())  # clamped to the image
+    unclamped = torch.cat([d.centres - d.wh / 2, d.centres + d.wh / 2], 1)
+    assert ((unclamped < 0) | (unclamped > 1)).any(1).float().mean() > 0.3
+    torch.testing.assert_close(d.boxes, unclamped.clamp(0, 1))
+    torch.manual_seed(0)
+    old = _wide_priors(size_clip_sigma=None, clamp_to_image=False).draw(20000)
+    assert old.z.abs().max().item() > 3.0  # untruncated Gaussian
+    assert ((old.boxes < 0) | (old.boxes > 1)).any(1).float().mean() > 0.3
+    torch.testing.assert_close(old.boxes, torch.cat([old.centres - old.wh / 2,
+                                                     old.centres + old.wh / 2], 1))
+    with pytest.raises(ValueError, match='size_clip_sigma'):
+        InstancePriors(2, size_clip_sigma=0)
+
+
+def test_scale_bin_sizes_per_image_and_released_last_image():
+    priors = InstancePriors(3)
+    gt = [torch.tensor([[10., 20., 50., 60.]]), torch.tensor([[0., 0., 40., 20.]])]
+    labels = [torch.tensor([1]), torch.tensor([2])]
+    shapes = [(100, 200), (80, 80)]  # (h, w)
+    own = build_instances(gt, labels, shapes, priors, 0, 1, scale_bins='per_image')
+    last = build_instances(gt, labels, shapes, priors, 0, 1, scale_bins='last_image')
+    torch.testing.assert_close(own.wh_px[:, 0], torch.tensor([[40., 40.], [40., 20.]]))
+    # the release scales image 0's normalised box (0.2 x 0.4) by image 1's 80 x 80
+    torch.testing.assert_close(last.wh_px[:, 0], torch.tensor([[16., 32.], [40., 20.]]))
+    with pytest.raises(ValueError, match="scale_bins='own' is not valid; choose one of "
+                                         "'per_image', 'last_image'"):
+        build_instances(gt, labels, shapes, priors, scale_bins='own')
+    with pytest.raises(ValueError, match="'per_image', 'last_image'"):
+        InstanceConditionalDistillLoss(scale_bins='last')
+    with pytest.raises(ValueError, match='fake_size_clip_sigma'):
+        InstanceConditionalDistillLoss(fake_size_clip_sigma=-1)
+
+
+def test_loss_passes_the_fake_sampling_options_to_its_priors():
+    loss = InstanceConditionalDistillLoss(num_classes=3, student_channels=8, teacher_channels=8,
+                                          embed_dims=8, num_heads=2, ffn_dims=16,
+                                          num_pos_feats=4, fake_size_clip_sigma=None,
+                                          fake_box_clamp=False)
+    loss.setup(torch.nn.Module(), torch.nn.Module())
+    assert loss.priors.size_clip_sigma is None and not loss.priors.clamp_to_image
+    default = InstanceConditionalDistillLoss(num_classes=3, student_channels=8,
+                                             teacher_channels=8, embed_dims=8, num_heads=2,
+                                             ffn_dims=16, num_pos_feats=4)
+    default.setup(torch.nn.Module(), torch.nn.Module())
+    assert default.priors.size_clip_sigma == 2.0 and default.priors.clamp_to_image
+
+
+@pytest.mark.parametrize('token_channels', [16, 24])
+def test_decoder_input_projection_is_xavier_with_zero_bias(token_channels):
+    torch.manual_seed(0)
+    e = 16
+    dec = InstanceDecoder(token_channels, embed_dims=e, num_heads=2, ffn_dims=32, pos_dims=16)
+    for proj in (dec.q_proj, dec.k_proj, dec.v_proj):
+        assert not proj.bias.any()
+        fan_in = proj.weight.shape[1]
+        # one stacked (3E, E) in-projection when the widths agree, else each on its own
+        bound = math.sqrt(6 / (e + 3 * e)) if token_channels == e else math.sqrt(6 / (e + fan_in))
+        assert proj.weight.abs().max().item() <= bound
+        assert proj.weight.abs().max().item() > 0.9 * bound
+    assert dec.out_proj.bias.any()  # untouched: PyTorch's default init
+
+
+def test_icd_configs_clip_student_gradients_by_value():
+    from mmengine.optim import build_optim_wrapper
+    cfg, model = _model()
+    wrappers = build_optim_wrapper(model, cfg.optim_wrapper)
+    student = wrappers['student']
+    assert student.clip_func is torch.nn.utils.clip_grad_value_
+    assert student.clip_grad_kwargs == dict(clip_value=1.0)
+    assert wrappers['distill'].clip_grad_kwargs == dict(max_norm=0.01)

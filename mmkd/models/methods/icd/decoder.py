@@ -47,6 +47,25 @@ class InstanceDecoder(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(embed_dims, ffn_dims), nn.ReLU(inplace=True),
                                  nn.Linear(ffn_dims, embed_dims))
         self.norm2 = nn.LayerNorm(embed_dims)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise the input projection (q, k, v) as the release does: Xavier-uniform weights
+        and zero biases. With tokens as wide as the queries the three weights are one stacked
+        (3 E, E) matrix for the Xavier bound, as PyTorch's ``MultiheadAttention`` in-projection;
+        otherwise each is initialised on its own. The other layers keep PyTorch's defaults."""
+        e = self.q_proj.weight.shape[0]
+        if self.k_proj.weight.shape[1] == e:
+            stacked = torch.empty(3 * e, e, device=self.q_proj.weight.device)
+            nn.init.xavier_uniform_(stacked)
+            for proj, part in zip((self.q_proj, self.k_proj, self.v_proj), stacked.split(e)):
+                proj.weight.copy_(part)
+        else:
+            for proj in (self.q_proj, self.k_proj, self.v_proj):
+                nn.init.xavier_uniform_(proj.weight)
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            nn.init.zeros_(proj.bias)
 
     def split_heads(self, x: Tensor) -> Tensor:
         """(B, N, heads * d) -> (B, heads, N, d)."""
@@ -77,11 +96,8 @@ class InstanceDecoder(nn.Module):
         """
         b, k, _ = queries.shape
         s = tokens.shape[1]
-        keys = self.split_heads(self.k_proj(tokens + self.pos_proj(pos)))
+        q, keys, bias = self._queries_keys(queries, tokens, pos, pad_mask)
         vals = self.values(tokens)
-        bias = torch.zeros(b, 1, 1, s, dtype=keys.dtype, device=keys.device).masked_fill(
-            pad_mask[:, None, None, :], float('-inf'))
-        q = self.split_heads(self.q_proj(queries)) / math.sqrt(self.head_dims)
         per_query = b * self.num_heads * s * keys.element_size() * 3  # logits, probs, weights
         step = max(1, min(k, self.chunk_bytes // max(per_query, 1)))
         outs, weight = [], keys.new_zeros(b, self.num_heads, s)
@@ -97,6 +113,28 @@ class InstanceDecoder(nn.Module):
         attended = torch.cat(outs, 2).transpose(1, 2).reshape(b, k, -1)  # (B, K, embed)
         x = self.norm1(queries + self.out_proj(attended))
         return self.norm2(x + self.ffn(x)), vals, weight
+
+    def _queries_keys(self, queries: Tensor, tokens: Tensor, pos: Tensor,
+                      pad_mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Scaled queries (B, h, K, d), keys (B, h, S, d) and the padding bias (B, 1, 1, S)."""
+        b, s = tokens.shape[:2]
+        keys = self.split_heads(self.k_proj(tokens + self.pos_proj(pos)))
+        bias = torch.zeros(b, 1, 1, s, dtype=keys.dtype, device=keys.device).masked_fill(
+            pad_mask[:, None, None, :], float('-inf'))
+        q = self.split_heads(self.q_proj(queries)) / math.sqrt(self.head_dims)
+        return q, keys, bias
+
+    def attention_logits(self, queries: Tensor, tokens: Tensor, pos: Tensor,
+                         pad_mask: Tensor) -> Tensor:
+        """The pre-softmax attention logits A that weight the distillation (for inspection).
+
+        Args: as :meth:`forward`.
+
+        Returns:
+            (B, heads, K, S): ``(q W_q / sqrt(d)) (x W_k + pos W_p W_k)^T``, -inf on padding.
+        """
+        q, keys, bias = self._queries_keys(queries, tokens, pos, pad_mask)
+        return q @ keys.transpose(-1, -2) + bias
 
 
 def _attend(q: Tensor, keys: Tensor, vals: Tensor, bias: Tensor, real: Tensor,

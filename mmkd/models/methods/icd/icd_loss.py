@@ -13,7 +13,7 @@ from ...distill_context import DistillContext
 from ...losses.base import BaseDistillLoss
 from ...losses.feature_imitation import align_teacher_feat, neck_channels
 from .decoder import InstanceDecoder, weighted_value_mimic
-from .instances import InstanceEncoder, build_instances
+from .instances import SCALE_BIN_SOURCES, InstanceBatch, InstanceEncoder, build_instances
 from .priors import InstancePriors
 from .tokens import flatten_levels
 
@@ -57,6 +57,15 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
         num_classes: class count of the instance encoder (default: the student's).
         student_channels / teacher_channels: FPN widths when they cannot be read from the necks.
         chunk_mb: memory budget of one chunk of attention logits.
+        scale_bins: which image size gives the pixel sizes of the descriptors' scale bins:
+            ``'per_image'`` (each image's own; mmkd's fix) or ``'last_image'`` (every image uses
+            the last image's, as the release does).
+        fake_size_clip_sigma: the fake boxes' size Gaussian is truncated at +-this many sigma
+            (released: 2.0); None leaves it untruncated.
+        fake_box_clamp: clamp fake boxes to the image (released: True).
+
+    Test seam: ``forward(ctx, instances=...)`` takes a ready :class:`InstanceBatch` instead of
+    drawing one (the golden tests feed the release's own draw through it).
     """
 
     def __init__(self, mimic_weight: float = 8.0, conf_weight: float = 1.0,
@@ -67,6 +76,8 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
                  inherit: Optional[bool] = None, num_classes: Optional[int] = None,
                  student_channels: Optional[int] = None,
                  teacher_channels: Optional[int] = None, chunk_mb: float = 256,
+                 scale_bins: str = 'per_image', fake_size_clip_sigma: Optional[float] = 2.0,
+                 fake_box_clamp: bool = True,
                  loss_weight: float = 1.0, weight_schedule: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(loss_weight=loss_weight, weight_schedule=weight_schedule,
@@ -96,6 +107,15 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
         self._num_classes = num_classes
         self._channels = (student_channels, teacher_channels)
         self.chunk_bytes = int(chunk_mb * 2**20)
+        if scale_bins not in SCALE_BIN_SOURCES:
+            raise ValueError(f'InstanceConditionalDistillLoss: scale_bins={scale_bins!r} is not '
+                             f"valid; choose one of {', '.join(map(repr, SCALE_BIN_SOURCES))}.")
+        if fake_size_clip_sigma is not None and not float(fake_size_clip_sigma) > 0:
+            raise ValueError('InstanceConditionalDistillLoss: fake_size_clip_sigma must be > 0 '
+                             f'or None, got {fake_size_clip_sigma!r}.')
+        self.scale_bins = scale_bins
+        self.fake_sampling = dict(size_clip_sigma=fake_size_clip_sigma,
+                                  clamp_to_image=bool(fake_box_clamp))
 
     def setup(self, student: nn.Module, teacher: nn.Module) -> None:
         super().setup(student, teacher)
@@ -108,7 +128,7 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
                              f'FPN widths (got classes={n_cls}, student={c_s}, teacher={c_t}); '
                              'set num_classes / student_channels / teacher_channels.')
         e, p = self.sizes['embed_dims'], self.sizes['num_pos_feats']
-        self.priors = InstancePriors(int(n_cls))
+        self.priors = InstancePriors(int(n_cls), **self.fake_sampling)
         self.encoder = InstanceEncoder(int(n_cls), e, p)
         self.decoder = InstanceDecoder(int(c_t), e, self.sizes['num_heads'],
                                        self.sizes['ffn_dims'], 2 * p, self.chunk_bytes)
@@ -118,7 +138,16 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
     def _levels(self, feats: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
         return feats if self.levels is None else tuple(feats[i] for i in self.levels)
 
-    def forward(self, ctx: DistillContext) -> Dict[str, Tensor]:
+    def forward(self, ctx: DistillContext,
+                instances: Optional[InstanceBatch] = None) -> Dict[str, Tensor]:
+        """The three ICD terms of one step.
+
+        Args:
+            ctx: the step.
+            instances: use these instances instead of drawing real + fake ones from the GT and
+                the priors (a test seam); their boxes are normalised per image as
+                :func:`build_instances` makes them.
+        """
         s_feats, t_feats = self._levels(ctx.student_feats), self._levels(ctx.teacher_feats)
         if len(s_feats) != len(t_feats):
             raise ValueError(f'ICD: student has {len(s_feats)} FPN levels, teacher '
@@ -132,8 +161,9 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
         # the student side needs only its tokens (no positions or padding masks)
         s_tokens = torch.cat([f.flatten(2).transpose(1, 2) for f in s_feats], 1)  # (B, S, C_s)
 
-        ins = build_instances(ctx.gt_bboxes, ctx.gt_labels, shapes, self.priors,
-                              self.neg_pos_ratio, self.max_instances, self.sample_range)
+        ins = instances if instances is not None else build_instances(
+            ctx.gt_bboxes, ctx.gt_labels, shapes, self.priors, self.neg_pos_ratio,
+            self.max_instances, self.sample_range, self.scale_bins)
         queries = self.encoder(ins)
         decoded, t_values, token_weight = self.decoder(
             queries, t_seq.tokens, t_seq.pos, t_seq.pad_mask, ins.real, self.temperature)

@@ -44,10 +44,40 @@ def num_slots(n_gt: int, neg_pos_ratio: float, max_instances: int) -> int:
     return min(max(1, int(math.floor(n_gt * (1 + neg_pos_ratio)))), max(max_instances, n_gt))
 
 
+#: ``scale_bins`` choices: each image's own size (mmkd) or the last image's (the release).
+SCALE_BIN_SOURCES = ('per_image', 'last_image')
+
+
+def instance_sizes_px(boxes: Tensor, img_shapes: Sequence[Sequence[int]], valid: Tensor,
+                      scale_bins: str = 'per_image') -> Tensor:
+    """Box width and height in pixels, the input of the descriptors' scale bins.
+
+    Args:
+        boxes: (B, K, 4) boxes normalised by each image's valid (w, h).
+        img_shapes: per image, the valid (h, w) in input pixels.
+        valid: (B, K) True on filled slots (padding gets size 0).
+        scale_bins: ``'per_image'``: each image's boxes are scaled by that image's (w, h);
+            ``'last_image'``: every image uses the (w, h) of the last image in the batch, as
+            the released code does (a bug when the images differ in size).
+
+    Returns:
+        (B, K, 2) sizes in pixels.
+    """
+    if scale_bins not in SCALE_BIN_SOURCES:
+        raise ValueError(f'scale_bins={scale_bins!r} is not valid; choose one of '
+                         f"{', '.join(repr(v) for v in SCALE_BIN_SOURCES)}.")
+    shapes = list(img_shapes)
+    if scale_bins == 'last_image':
+        shapes = [shapes[-1]] * len(shapes)
+    wh_img = boxes.new_tensor([[float(w), float(h)] for h, w in shapes])  # (B, 2)
+    wh = (boxes[..., 2:] - boxes[..., :2]) * wh_img[:, None, :]
+    return torch.where(valid[..., None], wh, torch.zeros_like(wh))
+
+
 def build_instances(gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor],
                     img_shapes: Sequence[Sequence[int]], priors: InstancePriors,
                     neg_pos_ratio: float = 5.0, max_instances: int = 300,
-                    sample_range: float = 0.3) -> InstanceBatch:
+                    sample_range: float = 0.3, scale_bins: str = 'per_image') -> InstanceBatch:
     """Real GT instances plus fake ones drawn from ``priors``, padded into one batch.
 
     Args:
@@ -58,7 +88,10 @@ def build_instances(gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor],
         neg_pos_ratio: fake instances per real one (5 in the paper's code).
         max_instances: cap of the slot count unless there are more GT boxes (300 one-stage,
             100 R-CNN in the original configs).
-        sample_range: the point is the box centre plus U(-r, r) times (w, h) per axis.
+        sample_range: the point is the (clamped) box centre plus U(-r, r) times its (w, h) per
+            axis, so it stays inside the box.
+        scale_bins: which image size turns the normalised boxes into the pixel sizes of the
+            scale bins (:func:`instance_sizes_px`).
     """
     per_image = []
     for boxes, labels, (h, w) in zip(gt_boxes, gt_labels, img_shapes):
@@ -67,21 +100,19 @@ def build_instances(gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor],
         n_fake = num_slots(n_gt, neg_pos_ratio, max_instances) - n_gt
         f_labels, f_boxes = priors.sample(n_fake)
         per_image.append((torch.cat([labels.long(), f_labels.to(labels.device)]),
-                          torch.cat([boxes.float() / scale, f_boxes.to(boxes.device)]),
-                          n_gt, scale))
-    k = max(len(lab) for lab, _, _, _ in per_image)
+                          torch.cat([boxes.float() / scale, f_boxes.to(boxes.device)]), n_gt))
+    k = max(len(lab) for lab, _, _ in per_image)
     b = len(per_image)
     dev = gt_boxes[0].device if len(gt_boxes) else priors.class_freq.device
     labels = torch.zeros(b, k, dtype=torch.long, device=dev)
     boxes = torch.zeros(b, k, 4, device=dev)
     real = torch.zeros(b, k, dtype=torch.bool, device=dev)
     valid = torch.zeros(b, k, dtype=torch.bool, device=dev)
-    wh_px = torch.zeros(b, k, 2, device=dev)
-    for i, (lab, box, n_gt, scale) in enumerate(per_image):
+    for i, (lab, box, n_gt) in enumerate(per_image):
         n = len(lab)
         labels[i, :n], boxes[i, :n] = lab, box
         real[i, :n_gt], valid[i, :n] = True, True
-        wh_px[i, :n] = (box[:, 2:] - box[:, :2]) * scale[:2]
+    wh_px = instance_sizes_px(boxes, img_shapes, valid, scale_bins)
     centre, size = (boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]
     jitter = (torch.rand_like(centre) * 2 - 1) * sample_range
     return InstanceBatch(labels, boxes, centre + jitter * size, wh_px, real, valid)

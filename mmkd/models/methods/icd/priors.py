@@ -1,7 +1,8 @@
 """Class and box-size priors for ICD's fake instances, measured on the training annotations."""
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -37,23 +38,56 @@ def iter_annotations(dataset) -> Iterator[Tuple[int, float, float]]:
                 yield int(inst['bbox_label']), (x2 - x1) / W, (y2 - y1) / H
 
 
+@dataclass
+class FakeDraw:
+    """One draw of fake instances (normalised image coordinates).
+
+    Attributes:
+        labels: (n,) classes.
+        centres: (n, 2) box centres ``(x, y)``, from U(0.03, 0.97).
+        z: (n, 2) the standard-normal deviates of (w, h), after the truncation at
+            ``size_clip_sigma`` (if any).
+        wh: (n, 2) the sampled sizes ``mean + z * std`` clipped to ``size_range``.
+        boxes: (n, 4) ``x1, y1, x2, y2`` as used: ``centre -+ wh / 2``, clamped to the image
+            ``[0, 1]`` when ``clamp_to_image``.
+    """
+
+    labels: Tensor
+    centres: Tensor
+    z: Tensor
+    wh: Tensor
+    boxes: Tensor
+
+
 class InstancePriors(nn.Module):
     """Where fake instances come from: a class prior and per-class box-size Gaussians.
 
     The original code read COCO numbers from a JSON file whose keys it sorted as strings, which
-    permuted classes 10..79 against their priors. Here the priors are indexed by the dataset's
-    own label ids and measured from its annotations (:meth:`fit`, run by ``ICDPriorHook``
-    before training); until then they are uniform over classes with boxes of 0.2 +- 0.1 of the
-    image side. They are buffers, so a resumed run keeps them.
+    permuted classes 2..79 against their priors (only 0 and 1 kept their own). Here the priors
+    are indexed by the dataset's own label ids and measured from its annotations (:meth:`fit`,
+    run by ``ICDPriorHook`` before training); until then they are uniform over classes with
+    boxes of 0.2 +- 0.1 of the image side. They are buffers, so a resumed run keeps them.
+
+    Sampling (:meth:`draw`) follows the release by default: the size deviate is truncated at
+    +-2 sigma, the size clipped to ``size_range``, and the box clamped to the image.
 
     Args:
         num_classes: C.
-        size_range: fake (w, h) are clamped to this range (fractions of the image side).
+        size_range: fake (w, h) are clipped to this range (fractions of the image side).
+        size_clip_sigma: the size Gaussian's deviate is clipped to +-this many sigma before the
+            range clip (released: 2.0); None leaves it untruncated.
+        clamp_to_image: clamp fake boxes to the image (released: True); False lets them cross
+            the border (mmkd's earlier behaviour).
     """
 
-    def __init__(self, num_classes: int, size_range: Tuple[float, float] = (0.002, 0.7)) -> None:
+    def __init__(self, num_classes: int, size_range: Tuple[float, float] = (0.002, 0.7),
+                 size_clip_sigma: Optional[float] = 2.0, clamp_to_image: bool = True) -> None:
         super().__init__()
         self.size_range = (float(size_range[0]), float(size_range[1]))
+        if size_clip_sigma is not None and not float(size_clip_sigma) > 0:
+            raise ValueError(f'size_clip_sigma must be > 0 or None, got {size_clip_sigma}')
+        self.size_clip_sigma = None if size_clip_sigma is None else float(size_clip_sigma)
+        self.clamp_to_image = bool(clamp_to_image)
         self.register_buffer('class_freq', torch.full((num_classes, ), 1.0 / num_classes))
         self.register_buffer('wh_mean', torch.full((num_classes, 2), 0.2))
         self.register_buffer('wh_std', torch.full((num_classes, 2), 0.1))
@@ -91,15 +125,30 @@ class InstancePriors(nn.Module):
         self.fitted.fill_(True)
         return len(rows)
 
-    def sample(self, n: int) -> Tuple[Tensor, Tensor]:
-        """Draw ``n`` fake instances: labels (n,) and normalised boxes (n, 4) ``x1, y1, x2, y2``.
+    def draw(self, n: int) -> FakeDraw:
+        """Draw ``n`` fake instances with every intermediate kept (see :class:`FakeDraw`).
 
-        Centres ~ U(0.03, 0.97); (w, h) ~ N(mean_c, std_c) clamped to ``size_range``.
+        Class ~ ``class_freq``; centre ~ U(0.03, 0.97)^2; z ~ N(0, 1) per side, clipped to
+        +-``size_clip_sigma``; (w, h) = ``wh_mean[c] + z * wh_std[c]`` clipped to
+        ``size_range``; the box is ``centre -+ (w, h) / 2``, clamped to [0, 1] when
+        ``clamp_to_image``.
         """
         dev = self.class_freq.device
         labels = torch.multinomial(self.class_freq.float(), n, replacement=True) if n else \
             torch.zeros(0, dtype=torch.long, device=dev)
         centre = torch.rand(n, 2, device=dev) * 0.94 + 0.03
-        wh = (self.wh_mean[labels] + torch.randn(n, 2, device=dev) * self.wh_std[labels]).clamp(
+        z = torch.randn(n, 2, device=dev)
+        if self.size_clip_sigma is not None:
+            z = z.clamp(-self.size_clip_sigma, self.size_clip_sigma)
+        wh = (self.wh_mean[labels].float() + z * self.wh_std[labels].float()).clamp(
             *self.size_range)
-        return labels, torch.cat([centre - wh / 2, centre + wh / 2], 1).float()
+        boxes = torch.cat([centre - wh / 2, centre + wh / 2], 1).float()
+        if self.clamp_to_image:
+            boxes = boxes.clamp(0.0, 1.0)
+        return FakeDraw(labels, centre, z, wh, boxes)
+
+    def sample(self, n: int) -> Tuple[Tensor, Tensor]:
+        """Draw ``n`` fake instances: labels (n,) and normalised boxes (n, 4) ``x1, y1, x2, y2``
+        (see :meth:`draw`)."""
+        d = self.draw(n)
+        return d.labels, d.boxes
