@@ -132,9 +132,10 @@ def test_retinanet_nodes_are_unclipped_by_default_and_clipped_on_request():
     # the release keeps its post-NMS detections unclipped, with no size filter; random heads
     # predict boxes close to their anchors, many of which reach past a 128 px image
     boxes, shapes = _retina_node_boxes(max_per_img=100)
-    outside = [((b[:, 0::2] < 0) | (b[:, 0::2] > w)).any() | ((b[:, 1::2] < 0) | (b[:, 1::2] > h)).any()
+    outside = [bool(((b[:, 0::2] < 0) | (b[:, 0::2] > w)).any()
+                    | ((b[:, 1::2] < 0) | (b[:, 1::2] > h)).any())
                for b, (h, w) in zip(boxes, shapes)]
-    assert any(bool(o) for o in outside)
+    assert any(outside)
     clipped, shapes = _retina_node_boxes(max_per_img=100, clip=True, min_bbox_size=0)
     for b, (h, w) in zip(clipped, shapes):
         assert len(b) and (b[:, 0::2] >= 0).all() and (b[:, 0::2] <= w).all()

@@ -81,7 +81,8 @@ def test_released_crop_conventions(name):
 @pytest.mark.parametrize('name', ['border', 'outside'])
 def test_mmkd_own_crop_conventions_differ_at_the_border(name):
     """mmkd's earlier conventions (border padding, two-sided clamp to img_shape) stay options;
-    they change the loc term where boxes cross the image edge (CASES: 0.4 % and 3.9 %)."""
+    they change the loc term where boxes cross the image edge (0.42 % on ``border``, 30 % on
+    ``outside``)."""
     _, case, _, out, _, _ = _run(name, padding_mode='border', box_clamp='two_sided')
     rel = abs(float(out['loc']) - case['loc']) / case['loc']
     assert rel > 1e-3

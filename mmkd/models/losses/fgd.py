@@ -214,8 +214,9 @@ class FGDLoss(BaseDistillLoss):
         fg_sum, bg_sum, attn_sum, glob_sum = zero, zero, zero, zero
         boxes = ctx.gt_bboxes
         img_shapes = [tuple(ds.img_shape[:2]) for ds in ctx.data_samples]
-        for j, _, s, t in level_pairs('FGDLoss', ctx, self.levels, self.align,
-                                      fix='set student_channels/teacher_channels to the neck channels so setup builds the alignment'):
+        fix = ('set student_channels/teacher_channels to the neck channels so setup builds the '
+               'alignment')
+        for j, _, s, t in level_pairs('FGDLoss', ctx, self.levels, self.align, fix=fix):
             b = s.shape[0]
             s32, t32 = s.float(), t.float()
             if self.mask_rule == 'released':

@@ -24,8 +24,7 @@ def random_keep_mask(feat: Tensor, mask_ratio: float) -> Tensor:
     The released rule: draw ``u = torch.rand(B, 1, H, W)`` and zero the positions where
     ``u > 1 - mask_ratio``. One mask value per position is shared by all channels. ``u`` comes
     from torch's global RNG on ``feat``'s device, so runs seeded with ``torch.manual_seed``
-    repeat; on the CPU the same seed gives the release's masks (it draws on the CPU, then moves
-    them), on a GPU a different realisation of the same distribution.
+    repeat (the realisation depends on the RNG state and device; the distribution does not).
     """
     b, _, h, w = feat.shape
     u = torch.rand((b, 1, h, w), device=feat.device)
@@ -92,8 +91,9 @@ class MGDLoss(BaseDistillLoss):
             raise ValueError(f'MGDLoss: {len(keep_masks)} keep_masks given for '
                              f'{len(self.levels)} levels {self.levels}; pass one per level.')
         total = ctx.student_feats[0].new_zeros((), dtype=torch.float32)
-        for j, _, s, t in level_pairs('MGDLoss', ctx, self.levels, self.align,
-                                      fix='set student_channels/teacher_channels to the neck channels so setup builds the alignment'):
+        fix = ('set student_channels/teacher_channels to the neck channels so setup builds the '
+               'alignment')
+        for j, _, s, t in level_pairs('MGDLoss', ctx, self.levels, self.align, fix=fix):
             if keep_masks is None:
                 mask = random_keep_mask(s, self.mask_ratio)
             else:
