@@ -161,6 +161,10 @@ def test_retinanet_pooling_level_rule():
         1, 1, 2, 3, 0]
     with pytest.raises(ValueError, match='not both'):
         StructuredInstanceGraphLoss(finest_scale=56, roi_extractor=dict(finest_scale=56))
+    # two-stage students pool with their own RoI extractor: one-stage keys are an error
+    with pytest.raises(ValueError, match="one-stage students only"):
+        _build(dict(loss_dsig=dict(type='StructuredInstanceGraphLoss', finest_scale=112)),
+               student=WIDE_STUDENT)
 
 
 def test_box_regression_kd_hand_value():

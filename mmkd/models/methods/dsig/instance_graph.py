@@ -118,6 +118,9 @@ class StructuredInstanceGraphLoss(BaseDistillLoss):
                              'roi_extractor.finest_scale, not both.')
         self.finest_scale_cfg = finest_scale
         self.roi_extractor_cfg = roi_extractor
+        self._one_stage_keys = [k for k, v in (('detections', detections),
+                                               ('finest_scale', finest_scale),
+                                               ('roi_extractor', roi_extractor)) if v is not None]
         self.roi_extractor: Optional[nn.Module] = None
 
     def setup(self, student: nn.Module, teacher: nn.Module) -> None:
@@ -125,6 +128,11 @@ class StructuredInstanceGraphLoss(BaseDistillLoss):
         student's head outputs and builds the node pooler."""
         self.two_stage = bool(getattr(student, 'with_roi_head', False))
         if self.two_stage:
+            if self._one_stage_keys:
+                raise ValueError(
+                    f'StructuredInstanceGraphLoss: {self._one_stage_keys} apply to one-stage '
+                    f'students only; {type(student).__name__} pools its own sampled RoIs with its '
+                    'roi_head.bbox_roi_extractor (set finest_scale there). Remove them.')
             self.needs = frozenset({'student_rois', 'teacher_roi_head'})
         else:
             self.needs = frozenset({'student_head'})
