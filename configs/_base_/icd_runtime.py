@@ -19,13 +19,14 @@ icd_distill_optim = dict(
 # CLIP_GRADIENTS value clipping); it replaces the clip of the inherited mmdet recipe (FCOS and
 # SOLOv2: max-norm 35).
 icd_student_clip_grad = dict(type='value', clip_value=1.0)
-# The loss's conventions, shared by every ICD config: fake boxes as the release draws them (size
-# Gaussian truncated at +-2 sigma, boxes clamped to the image) and the scale bins from each
-# image's own size (mmkd's fix of the release, which uses the last image's size for the whole
-# batch: scale_bins='last_image'). A config adds its weights:
+# The loss's conventions, shared by every ICD config, all as the release has them: fake boxes
+# drawn with the size Gaussian truncated at +-2 sigma and clamped to the image, and the scale bins
+# of every image computed from the LAST image's size (scale_bins='last_image', a bug of the
+# release that changes the bins when a batch mixes image sizes). The loss's own default is mmkd's
+# fix, scale_bins='per_image'; a config of your own can switch to it. A config adds its weights:
 #   loss_icd=dict(**_base_.icd_loss, mimic_weight=..., max_instances=..., ...)
 icd_loss = dict(type='InstanceConditionalDistillLoss', fake_size_clip_sigma=2.0,
-                fake_box_clamp=True, scale_bins='per_image')
+                fake_box_clamp=True, scale_bins='last_image')
 icd_distill_schedule_12e = [
     dict(type='CosineAnnealingLR', T_max=12, by_epoch=True, begin=0, end=12,
          convert_to_iter_based=True),
