@@ -218,8 +218,11 @@ def coco_main(args, argv) -> int:
     print(f'device: {dev}; {len(plan)} method(s) at {w}x{h}, {args.images} images, '
           f'{precision}; {args.iters} timed steps after {args.warmup} warm-up each', flush=True)
     results, t0, slowest = [], time.perf_counter(), 0.0
-    for pair, method, config, options in plan:
+    for i, (pair, method, config, options) in enumerate(plan):
         spent = time.perf_counter() - t0
+        # profiling (3 more steps) only while every method left still fits the time limit
+        profile = args.profile and (not args.time_limit or not results or spent + (
+            len(plan) - i) * 1.3 * slowest < args.time_limit)
         if args.time_limit and spent + 1.2 * slowest > args.time_limit:
             results.append(CocoSpeedResult(pair, method, config, error='not measured: time limit'))
             print(f'[{pair} {method}] skipped: the time limit ({args.time_limit:.0f}s) would be '
@@ -229,7 +232,7 @@ def coco_main(args, argv) -> int:
         try:
             r = measure_coco_method(pair, method, config, options, args.iters, args.warmup,
                                     precision == 'amp', (h, w), args.images, device,
-                                    args.profile)
+                                    profile)
         except Exception as exc:  # one broken method must not hide the others
             traceback.print_exc()
             r = CocoSpeedResult(pair, method, config,
@@ -242,6 +245,8 @@ def coco_main(args, argv) -> int:
         if r.profile:
             print(f'torch.profiler, 3 distilled steps of {pair} {method} (missed: '
                   f'{", ".join(r.missed)}):\n{r.profile}', flush=True)
+        elif args.profile and r.missed:
+            print(f'{pair} {method}: not profiled, to keep within --time-limit', flush=True)
     command = 'python tools/benchmark_speed.py ' + ' '.join(shlex.quote(a) for a in argv)
     body = coco_speed_section(results, command, dev, (h, w), args.images, args.iters,
                               args.warmup, datetime.date.today().isoformat())

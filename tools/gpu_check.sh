@@ -20,15 +20,20 @@
 #               torch.profiler summary for the methods that miss one.
 #
 # Modes: default all stages; --build-only stops after mmcv; --check runs the tests and the
-# benchmark and needs mmcv built (by this host's earlier call); --tests-only / --bench-only one
-# of them; --install-only stops after the wheels (no GPU needed).
+# benchmark with the mmcv an earlier call built on this host (building it only if there is
+# none); --tests-only / --bench-only one of them; --install-only stops after the wheels (no GPU
+# needed).
 # The stages fit a time budget (--budget, default 570 s: one 10-minute command with a margin):
 # a stage that cannot finish in what is left is skipped or cut short with a message saying which
 # command finishes the job. Exit status 0 only when every stage that ran passed.
 #
 # Environment: OUT (results; default work_dirs/gpu_check), PYTHON (default python3), MMKD_GPU_WORK
 # (default /tmp/mmkd_gpu), TORCH_CUDA_ARCH_LIST (default: the present GPU's, e.g. 9.0),
-# MAX_JOBS (default nproc), CUDA_HOME (default: found from nvcc / torch).
+# MAX_JOBS (default nproc), CUDA_HOME (default: found from nvcc / torch), GPU_TEST_WORKERS
+# (pytest-xdist workers, default 4), BENCH_EXTRA (more tools/benchmark_speed.py arguments; the
+# last of a repeated option wins). GPU_CHECK_CPU_DRY_RUN=1 walks the stages on a machine without
+# a GPU, to check the script itself: no mmcv build, the GPU tests skip (and count as failed),
+# and BENCH_EXTRA='--device cpu --precision fp32 --size 96x64 ...' keeps the benchmark small.
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,6 +59,7 @@ while [ $# -gt 0 ]; do
 done
 
 PYTHON="${PYTHON:-python3}"
+DRY="${GPU_CHECK_CPU_DRY_RUN:-0}"
 OUT="${OUT:-$REPO/work_dirs/gpu_check}"
 WORK="${MMKD_GPU_WORK:-/tmp/mmkd_gpu}"
 PATCH="$REPO/tools/patches/mmcv-2.1.0-cuda13.patch"
@@ -171,7 +177,7 @@ PY
   ENV_TEXT+=$'\n'"c++: $(c++ --version 2>&1 | head -n1); ninja: $(ninja --version 2>&1 | head -n1)"
   ENV_TEXT+=$'\n'"memory: $(free -g 2>/dev/null | awk '/^Mem:/ {print $2 " GiB total, " $7 " GiB available"}'); /tmp free: $(df -h /tmp 2>/dev/null | awk 'NR==2 {print $4}')"
   printf '%s\n' "$ENV_TEXT" | sed 's/^/    /'
-  if ! grep -q '^GPU: .*capability' <<<"$ENV_TEXT" && [ "$MODE" != install ]; then
+  if ! grep -q '^GPU: .*capability' <<<"$ENV_TEXT" && [ "$MODE" != install ] && [ "$DRY" != 1 ]; then
     record env FAIL $(( $(date +%s) - t )) "no CUDA device visible to torch"
     return 1
   fi
@@ -245,6 +251,10 @@ PY
 }
 stage_mmcv() {
   local t=$(date +%s) blog="$OUT/mmcv_build.log"
+  if [ "$DRY" = 1 ]; then
+    record mmcv SKIPPED 0 "CPU dry run: no build"
+    return 0
+  fi
   if mmcv_ok; then
     record mmcv ok $(( $(date +%s) - t )) "already installed with CUDA ops"
     return 0
@@ -404,8 +414,9 @@ stage_bench() {
   fi
   log "tools/benchmark_speed.py --coco (stopped after ${limit}s; log: speed.log)"
   (cd "$REPO" && timeout --signal=TERM --kill-after=10 "$limit" "$PYTHON" tools/benchmark_speed.py \
-     --coco --precision amp --warmup "${BENCH_WARMUP:-3}" --iters "${BENCH_ITERS:-8}" --doc '' \
-     --profile --time-limit $(( limit - 25 )) --out-md "$OUT/speed.md" --out-json "$OUT/speed.json") \
+     --coco --precision amp --warmup "${BENCH_WARMUP:-2}" --iters "${BENCH_ITERS:-6}" --doc '' \
+     --profile --time-limit $(( limit - 25 )) --out-md "$OUT/speed.md" --out-json "$OUT/speed.json" \
+     ${BENCH_EXTRA:-}) \
      >"$OUT/speed.log" 2>&1
   local rc=$? secs=$(( $(date +%s) - t ))
   case "$rc" in
@@ -424,7 +435,7 @@ stage_install || exit 1
 case "$MODE" in
   all|build) stage_mmcv || exit 1 ;;
   *)
-    if ! mmcv_ok; then
+    if [ "$DRY" = 1 ] || ! mmcv_ok; then
       # an earlier call on this host may have left the wheel in /tmp
       stage_mmcv || exit 1
     else
