@@ -252,6 +252,61 @@ def test_mmcv_sigmoid_focal_loss_cuda_matches_mmdet_python_version():
     torch.testing.assert_close(x_cuda.grad.cpu(), x_ref.grad, rtol=1e-5, atol=1e-6)
 
 
+# ---- the benchmark's CUDA measurements --------------------------------------------------------
+@gpu
+def test_tensor_bytes_counts_weights_grads_and_optimizer_state():
+    """Linear(256, 256): 65792 fp32 values = 263168 bytes; its gradients and SGD momentum
+    buffers add the same again each; CPU tensors are not counted."""
+    lin = torch.nn.Linear(256, 256).cuda()
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9)
+    assert tensor_bytes(lin, opt) == 263168
+    lin(torch.randn(4, 256, device='cuda')).sum().backward()
+    assert tensor_bytes(lin, opt) == 2 * 263168
+    opt.step()
+    assert tensor_bytes(lin, opt) == 3 * 263168
+    assert tensor_bytes(torch.nn.Linear(256, 256)) == 0
+
+
+class _Outer(torch.nn.Module):
+    """Calls its ``inner`` layer 20 times per forward, interleaved with its own layer."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.inner = torch.nn.Linear(width, width)
+        self.own = torch.nn.Linear(width, width)
+
+    def forward(self, x):
+        for _ in range(20):
+            x = self.own(self.inner(x))
+        return x
+
+
+def _timer_invariant(device: str, width: int, events: bool) -> None:
+    """Three timers on the same calls: the outer module, the inner module it calls, and the
+    outer one minus the inner one. The subtracted total equals the difference of the other
+    two, up to the time between neighbouring hooks."""
+    from mmkd.benchmark.speed import CallTimer
+    m = _Outer(width).to(device)
+    full = CallTimer([m], events=events)
+    inner = CallTimer([m.inner], events=events)
+    sub = CallTimer([m], inner=inner, events=events)
+    with torch.no_grad():
+        for _ in range(2):
+            m(torch.randn(width, width, device=device))
+    if events:
+        torch.cuda.synchronize()
+        assert len(full._spans) == 2 and len(inner._spans) == 40  # outermost calls only
+    assert 0 < inner.total < full.total
+    assert sub.total == pytest.approx(full.total - inner.total, rel=0.05, abs=5e-4)
+    sub.reset()
+    assert sub.total == 0.0
+
+
+@gpu
+def test_call_timer_with_cuda_events_subtracts_the_inner_calls():
+    _timer_invariant('cuda', 2048, events=True)
+
+
 # ---- every synthetic distillation config: one step in fp32 and under AMP --------------------
 @gpu
 @pytest.mark.parametrize('amp', [False, True], ids=['fp32', 'amp'])
@@ -403,6 +458,10 @@ def test_helpers_step_the_pgm_config_on_the_cpu():
     assert out['student_changed'] and not out['scaler_skipped']
     keys = distill_keys(model, batch, out['log_vars'])
     assert keys and all(k.startswith('loss_gk') for k in keys), keys
+
+
+def test_call_timer_wall_clock_subtracts_the_inner_calls():
+    _timer_invariant('cpu', 512, events=False)
 
 
 def test_keep_every_proposal_makes_the_rois_seed_independent():

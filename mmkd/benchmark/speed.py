@@ -776,9 +776,10 @@ def coco_speed_section(results: Sequence[CocoSpeedResult], command: str, device:
         f'{size[0]} per step, median of {iters} timed steps after {warmup} warm-up, plain and '
         'distilled steps interleaved in one process. Random weights and synthetic images with 7 '
         'random boxes each: the cost does not depend on them. The teacher forward is timed with '
-        'CUDA events around its calls (wall time on a CPU). "Beyond the teacher" is (distilled - plain - teacher '
-        'forward) / plain: the distillation losses, the extra backward and update, the '
-        'recording of the student\'s outputs. Peak memory is each model\'s own: the step\'s '
+        'CUDA events around its calls (wall time on a CPU). "Beyond the teacher" is (distilled '
+        '- plain - teacher forward) / plain: the distillation losses, the extra backward and '
+        'update, the recording of the student\'s outputs. Peak memory is each model\'s own: '
+        'the step\'s '
         'peak allocation above what was allocated before it, plus that model\'s weights, '
         'gradients and optimizer state (and for the distilled model the teacher\'s weights).',
         '',
