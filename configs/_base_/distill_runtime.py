@@ -4,5 +4,6 @@ custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
 custom_hooks = [
     dict(type='StudentCheckpointHook'),  # epoch_N_student.pth next to every checkpoint
     dict(type='EpochSeedHook'),  # exact resume: RNG streams keyed to the epoch
+    dict(type='LossBalanceHook'),  # loss_balance.json; auto_balance state in checkpoints
     dict(type='ICDPriorHook'),  # fits ICD's fake-instance priors; does nothing without ICD
 ]

@@ -13,7 +13,7 @@ from ..utils.config import load_model_cfg
 from ..utils.paths import resolve_path
 
 #: Hooks every mmkd training run gets (added by tools/train.py when a config lacks them).
-DISTILL_HOOKS = ('StudentCheckpointHook', )
+DISTILL_HOOKS = ('StudentCheckpointHook', 'LossBalanceHook')
 ALL_RUN_HOOKS = ('EpochSeedHook', )
 
 

@@ -1,5 +1,7 @@
 from .epoch_seed_hook import EpochSeedHook, epoch_seed
+from .loss_balance_hook import LossBalanceHook
 from .student_checkpoint_hook import StudentCheckpointHook
 from .teacher_eval_hook import TeacherEvalHook
 
-__all__ = ['EpochSeedHook', 'StudentCheckpointHook', 'TeacherEvalHook', 'epoch_seed']
+__all__ = ['EpochSeedHook', 'LossBalanceHook', 'StudentCheckpointHook', 'TeacherEvalHook',
+           'epoch_seed']

@@ -21,6 +21,7 @@ from ...utils.config import ModelSpec, load_model_cfg
 from ..distill_context import DistillContext, StudentDenseTargets, StudentRoIs
 from ..losses.base import BaseDistillLoss
 from ..utils.init_from_teacher import ModuleMapSpec, copy_teacher_modules, resolve_module_map
+from ..utils.loss_balance import LossBalancer
 from ..utils.progress import TrainProgress
 from ..utils.recorder import MethodRecorder
 from ..utils.teacher_inputs import TeacherInputAdapter
@@ -96,6 +97,19 @@ class DistillDetector(BaseDetector):
         teacher_preprocess: ``'auto'``: convert the batch to the teacher's own normalisation and
             padding when its data_preprocessor differs from the student's (logged);
             ``'same'``: give the teacher the student's batch unchanged.
+        balance_report: log each distillation term's ratio to the student's detection loss
+            over the first iterations, warn once (with a suggested ``loss_weight``) for a term
+            above ``warn_ratio``, and write ``<work_dir>/loss_balance.json`` at the end
+            (:class:`~mmkd.models.utils.LossBalancer`). True (defaults
+            ``dict(iters=20, warn_ratio=1.0, final_iters=20)``), a dict of those keys, or False.
+            Measurement only: the losses are unchanged.
+        auto_balance: over the first ``iters`` active iterations of each term, measure it
+            (passing no gradient), then fix its weight once so it starts at ``target_ratio`` x
+            the detection loss. False (default, and in every paper config), True (defaults
+            ``dict(iters=<balance_report iters>, target_ratio=0.5, only_decrease=True)``) or a
+            dict of those keys plus ``terms={loss name or key: False | dict(enabled=...,
+            target_ratio=..., only_decrease=...)}``. The chosen scales are logged, kept in
+            checkpoints and restored by ``--resume``. See docs/loss_balance.md.
         data_preprocessor: defaults to the student's.
         init_cfg: mmengine init config.
     """
@@ -107,6 +121,8 @@ class DistillDetector(BaseDetector):
                  distill_losses: Union[Dict[str, dict], Sequence[dict], None] = None,
                  min_gt_wh: float = 1.0,
                  teacher_preprocess: str = 'auto',
+                 balance_report: Union[bool, dict] = True,
+                 auto_balance: Union[bool, dict] = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         from mmdet.utils import register_all_modules
@@ -149,6 +165,9 @@ class DistillDetector(BaseDetector):
         self.distill_losses = nn.ModuleDict(self._build_losses(distill_losses))
         for loss in self.distill_losses.values():
             loss.setup(self.student, self.teacher)
+        #: measures, reports and (auto_balance) rescales the distillation terms; None when off
+        self.loss_balance = LossBalancer.from_detector(self.distill_losses, distill_losses,
+                                                       balance_report, auto_balance)
         self._check_classes()
         self.predict_with_teacher = False
         self.min_gt_wh = float(min_gt_wh)
@@ -281,6 +300,7 @@ class DistillDetector(BaseDetector):
             teacher_inputs=lambda x: self._teacher_batch(x, batch_data_samples))
 
         anchor = ctx.student_feats[0]
+        terms: Dict[str, str] = {}  # distillation loss key -> loss name, for loss_balance
         for name, loss in self.distill_losses.items():
             if name in losses:
                 raise KeyError(f'distill loss {name!r} collides with a student loss of the same '
@@ -293,8 +313,13 @@ class DistillDetector(BaseDetector):
                 for k, v in out.items():
                     key = k if k.startswith('loss_') else f'{name}_{k}'
                     losses[key] = v * weights[name] if 'loss' in key else v
+                    if 'loss' in key:
+                        terms[key] = name
             else:
                 losses[name] = out * weights[name]
+                terms[name] = name
+        if self.loss_balance is not None:
+            return self.loss_balance(losses, terms, weights, progress, self.training)
         return losses
 
     def _drop_degenerate_gt(self, batch_data_samples: SampleList) -> None:
