@@ -1,6 +1,7 @@
 """DICOD: differentiable crops, the zero-background KL target, gradient paths, the classifier
 teacher tool and its checkpoint as a DistillDetector teacher."""
 import copy
+import math
 import os.path as osp
 
 import pytest
@@ -104,10 +105,14 @@ def test_kl_target_has_zero_background_mass_and_matches_the_formula():
     target = teacher_target(t, 2.0)
     assert target.shape == (2, 4)
     assert torch.all(target[:, -1] == 0)
-    torch.testing.assert_close(target.sum(1), torch.ones(2))
+    # softmax(t / T) written out for row 0 (T = 2): exp(1), exp(0), exp(-0.5) normalised
+    e = [math.exp(1.0), 1.0, math.exp(-0.5)]
+    torch.testing.assert_close(target[0, :3], torch.tensor([v / sum(e) for v in e]))
+    torch.testing.assert_close(target[1, :3], torch.full((3, ), 1 / 3))
     eps = 1e-10
     ps = torch.softmax(s / 2, 1)
-    want = ((target + eps) * ((target + eps).log() - (ps + eps).log())).sum(1)
+    q = torch.tensor([[v / sum(e) for v in e] + [0.0], [1 / 3, 1 / 3, 1 / 3, 0.0]])
+    want = ((q + eps) * ((q + eps).log() - (ps + eps).log())).sum(1)
     torch.testing.assert_close(dicod_cls_kl(s, t, 2.0, eps), want)
     # a student matching the target on the classes with no background mass has ~0 loss
     s_match = torch.cat([t / 1.0, torch.full((2, 1), -1e4)], 1)
@@ -256,3 +261,116 @@ def test_terms_are_divided_by_the_detectors_own_classification_normaliser(path, 
         assert norm > n_rows  # negatives are sampled too
     expected = loss.cls_weight * loss.temperature ** 2 * seen['rows'].sum() / norm
     torch.testing.assert_close(out, expected)
+
+
+def test_ssd_loc_term_is_divided_by_the_release_normaliser_not_the_positives():
+    """SSD: the loc term (like cls) is divided by sum_i max(n_i, 1); with an image without GT
+    that is the positive count + 1. The same positives given with ``avg_factor=0`` (the
+    positive count) scale the term by exactly that ratio."""
+    import dataclasses
+
+    from mmkd.models.utils import MethodRecorder
+    model = build_kd(SSD_KD, cls_weight=0.0)
+    loss = next(iter(model.distill_losses.values()))
+    data = batch(model)
+    data['data_samples'][1].gt_instances = data['data_samples'][1].gt_instances[:0]
+    with MethodRecorder(loss, '_dense_positives') as pos_rec, \
+            MethodRecorder(loss, 'forward') as fwd_rec:
+        real = model(**data, mode='loss')['loss_dicod_loc']
+    pos = pos_rec.calls[0][2]
+    n_pos = int(pos.batch_idx.numel())
+    assert n_pos > 0 and pos.avg_factor == n_pos + 1
+    ctx = fwd_rec.calls[0][0][0]
+    by_count = loss(ctx, positives=dataclasses.replace(pos, avg_factor=0))['loc']
+    assert float(real) > 0
+    torch.testing.assert_close(real * (n_pos + 1), by_count * n_pos)
+
+
+def _flat_teacher(bias):
+    """The synthetic classifier teacher made constant: conv1 zero, so its stem is 0 on every
+    crop (BN in eval with running stats 0 / 1, then ReLU), and a zero fc, so every crop gets
+    the logits ``bias``."""
+    register_all_modules()
+    teacher = MODELS.build(Config.fromfile(osp.join(REPO, CLS_CFG)).model).eval()
+    torch.nn.init.zeros_(teacher.backbone.conv1.weight)
+    torch.nn.init.zeros_(teacher.head.fc.weight)
+    teacher.head.fc.bias.data = torch.tensor(bias)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def test_faster_rcnn_terms_equal_a_hand_computation():
+    """Two-stage path: the positive RoIs' decoded boxes (zero deltas: the RoI itself) against
+    their assigned GT, both terms divided by the number of sampled RoIs (9), not the positives
+    (4). The image is the ramp x + 2y, so a crop shifted by (dx, dy) differs by dx + 2 dy on
+    every pooled pixel; the constant teacher has a zero stem term and the logits ``b`` on every
+    GT crop."""
+    from mmdet.models.task_modules import AssignResult, SamplingResult
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from mmkd.models import DistillContext
+    from mmkd.models.distill_context import StudentRoIs
+    register_all_modules()
+    student = MODELS.build(Config.fromfile(
+        osp.join(REPO, 'configs/synthetic/faster_rcnn_r18w16_fpn_12e_synthetic.py')).model)
+    b = [2.0, -1.0, 0.0, 0.5, 1.0, 0.0, -2.0, 0.3]
+    teacher = _flat_teacher(b)
+    loss = DICODLoss(cls_weight=0.4, loc_weight=0.15, temperature=2.0, crop_size=16,
+                     pixel_pool=4, stem_pool=2)
+    loss.setup(student, teacher)
+    assert loss.two_stage
+    yy, xx = torch.meshgrid(torch.arange(64.), torch.arange(64.), indexing='ij')
+    images = (xx + 2 * yy).expand(2, 3, 64, 64).contiguous()
+    gts = [torch.tensor([[10., 10., 30., 26.], [34., 20., 54., 50.]]),
+           torch.tensor([[5., 5., 25., 45.]])]
+    gt_labels = [torch.tensor([2, 5]), torch.tensor([0])]
+    # positives: (RoI, assigned GT index within the image); shifts (2, 0), (0, 1), (-1, -1),
+    # (0, 2) -> |dx + 2 dy| = 2, 2, 3, 4
+    pos = [[([12., 10., 32., 26.], 0), ([34., 21., 54., 51.], 1), ([33., 19., 53., 49.], 1)],
+           [([5., 7., 25., 47.], 0)]]
+    negs = [[[0., 40., 8., 60.], [50., 0., 60., 8.], [40., 50., 60., 60.]],
+            [[40., 40., 60., 60.], [30., 0., 60., 10.]]]
+    sres, samples = [], []
+    for i in range(2):
+        boxes = torch.tensor([p[0] for p in pos[i]] + negs[i])
+        n_pos, n = len(pos[i]), len(pos[i]) + len(negs[i])
+        gt_inds = torch.tensor([p[1] + 1 for p in pos[i]] + [0] * len(negs[i]))
+        labels = torch.cat([gt_labels[i][gt_inds[:n_pos] - 1],
+                            torch.full((n - n_pos, ), -1)])
+        assign = AssignResult(len(gts[i]), gt_inds, torch.ones(n), labels=labels)
+        sres.append(SamplingResult(torch.arange(n_pos), torch.arange(n_pos, n), boxes, gts[i],
+                                   assign, torch.zeros(n, dtype=torch.uint8)))
+        ds = DetDataSample(metainfo=dict(img_shape=(64, 64), batch_input_shape=(64, 64)))
+        ds.gt_instances = InstanceData(bboxes=gts[i], labels=gt_labels[i])
+        samples.append(ds)
+    rois = torch.cat([torch.cat([torch.full((len(r.priors), 1), float(i)), r.priors], 1)
+                      for i, r in enumerate(sres)])
+    assert rois.shape[0] == 9
+    z = torch.zeros(9, 9)
+    z[[0, 1, 2, 6]] = torch.tensor([[1.0, 0.0, 2.0, -1.0, 0.5, 0.0, 0.0, 1.0, 0.5],
+                                    [0.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 1.0],
+                                    [-1.0, 0.5, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+                                    [2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0]])
+    z.requires_grad_(True)
+    deltas = torch.zeros(9, 32, requires_grad=True)
+    ctx = DistillContext(student, teacher, samples, (), (),
+                         student_rois=StudentRoIs(sres, rois, z, deltas, torch.zeros(9, 64, 7, 7)),
+                         batch_inputs=images, teacher_inputs=lambda x: x)
+    out = loss(ctx)
+    n_sampled = 9
+    assert out['loc'].item() == pytest.approx(0.15 * (2 + 2 + 3 + 4) / n_sampled, rel=1e-4)
+    # cls: T^2 sum_pos sum_c (q + eps)(log(q + eps) - log(p + eps)), q = [softmax(b / T), 0]
+    eps = 1e-10
+    e = [math.exp(v / 2) for v in b]
+    q = [v / sum(e) for v in e] + [0.0]
+    total = 0.0
+    for row in (0, 1, 2, 6):
+        ps = [math.exp(v / 2) for v in z[row].tolist()]
+        ps = [v / sum(ps) for v in ps]
+        total += sum((a + eps) * (math.log(a + eps) - math.log(c + eps)) for a, c in zip(q, ps))
+    assert out['cls'].item() == pytest.approx(0.4 * 4 * total / n_sampled, rel=1e-5)
+    (out['cls'] + out['loc']).backward()
+    assert deltas.grad.abs().sum() > 0 and not deltas.grad[[3, 4, 5, 7, 8]].any()
+    assert z.grad[[0, 1, 2, 6]].abs().sum() > 0 and not z.grad[[3, 4, 5, 7, 8]].any()

@@ -50,18 +50,31 @@ WIDE_STUDENT = dict(config=STUDENT_CFG, neck=dict(out_channels=128),
                                   bbox_head=dict(in_channels=128)))
 
 
-def test_two_stage_losses_equal_a_hand_computation():
+def test_two_stage_losses_with_mined_hard_backgrounds_equal_a_hand_computation():
+    """Edges over the positives and only the *hard* backgrounds (teacher CE vs background >=
+    the threshold), fg over the positives, bg over all backgrounds. The teacher's classifier
+    is scaled so its background CE spreads, and the threshold is set between the CEs, so each
+    image has backgrounds on both sides of it."""
     torch.manual_seed(0)
     model = _build(dict(loss_dsig=dict(type='StructuredInstanceGraphLoss', edge_weight=1.0,
-                                       fg_weight=0.5, bg_weight=0.5, mining_threshold=0.0)),
+                                       fg_weight=0.5, bg_weight=0.5)),
                    student=WIDE_STUDENT)
+    fc_cls = model.teacher.roi_head.bbox_head.fc_cls
+    fc_cls.weight.data.mul_(30.0)
+    fc_cls.bias.data[-1] = 1.0
     packed = demo_mm_inputs(2, [[3, 96, 96], [3, 96, 96]], num_items=[3, 2], num_classes=8,
                             use_box_type=False)
     data = model.data_preprocessor(packed, True)
-    torch.manual_seed(1)
-    got = model(**data, mode='loss')
     sres, rois, _, out = student_roi_step(model, data['inputs'], data['data_samples'], seed=1)
     t = model.teacher.roi_head._bbox_forward(model.teacher.extract_feat(data['inputs']), rois)
+    ce = -torch.log_softmax(t['cls_score'], -1)[:, -1]  # teacher CE against the background
+    neg_rows = torch.cat([torch.arange(o + len(r.pos_priors), o + len(r.priors)) for r, o in
+                          zip(sres, [0, len(sres[0].priors)])])
+    threshold = ce[neg_rows].median().item()
+    assert threshold > 0
+    model.distill_losses.loss_dsig.mining_threshold = threshold
+    torch.manual_seed(1)
+    got = model(**data, mode='loss')
     vs, vt = out['bbox_feats'], t['bbox_feats']
     edge = fg = bg = 0.0
     off = 0
@@ -69,12 +82,14 @@ def test_two_stage_losses_equal_a_hand_computation():
         p, n = len(r.pos_priors), len(r.priors)
         pos, neg = list(range(off, off + p)), list(range(off + p, off + n))
         off += n
-        nodes = pos + neg  # threshold 0: every background is "hard"
+        hard = [i for i in neg if ce[i] >= threshold]
+        assert 0 < len(hard) < len(neg)  # some backgrounds are not hard
+        nodes = pos + hard
         a_s = F.normalize(vs[nodes].flatten(1), dim=1)
         a_t = F.normalize(vt[nodes].flatten(1), dim=1)
         edge += 0.5 * ((a_t @ a_t.t() - a_s @ a_s.t()) ** 2).mean()
         fg += ((vs[pos] - vt[pos]) ** 2).mean()
-        bg += 7.5 * p / len(neg) * ((vs[neg] - vt[neg]) ** 2).mean()
+        bg += 7.5 * p / len(neg) * ((vs[neg] - vt[neg]) ** 2).mean()  # all backgrounds
     scale = 2.0 / 2  # image_scale / images in the batch
     assert got['loss_dsig_edge'].item() == pytest.approx(1.0 * scale * edge.item(), rel=1e-4)
     assert got['loss_dsig_fg'].item() == pytest.approx(0.5 * scale * fg.item(), rel=1e-4)

@@ -1,4 +1,6 @@
 """GID: selection, feature / relation / response terms, adapter training."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -195,3 +197,99 @@ def test_loss_step_trains_the_adapter(arch):
     sum(out[k] for k in keys).backward()
     adapter = model.distill_losses.loss_gid.adapter
     assert adapter.weight.grad is not None and adapter.weight.grad.abs().sum() > 0
+
+
+# ---- two-stage (Faster R-CNN) path: a hand-computed step ---------------------------------------
+class _GivenTeacherRoIs(DistillContext):
+    """A step whose teacher R-CNN outputs on the sampled RoIs are given
+    (``teacher_roi_forward`` is the context's public seam)."""
+
+    def __init__(self, *args, teacher_out, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._teacher_out = teacher_out
+
+    def teacher_roi_forward(self, rois):
+        assert rois.shape[0] == self._teacher_out['cls_score'].shape[0]
+        return self._teacher_out
+
+
+def _frcnn():
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    from conftest import REPO
+    register_all_modules()
+    return MODELS.build(Config.fromfile(f'{REPO}/{STUDENT_CFG}').model)
+
+
+def test_two_stage_selection_and_terms_equal_a_hand_computation():
+    """Faster R-CNN student (mmkd's two-stage GID): the candidates are the sampled RoIs, scored
+    |max p_t - max p_s| with both R-CNN softmaxes (background column left out); then the > 10 px
+    filter, NMS 0.3 and the feature / response terms on the chosen GIs.
+
+    Five RoIs of a 64 x 64 image; the student is uniform (max p_s = 1/9), the teacher's class-0
+    logit L sets the score (R3 4 > R1 3 > R0 2 > R2 1.5 > R4 1):
+    R3 is 6 px wide (dropped), R0 overlaps R1 (IoU 0.88, suppressed), R4 overlaps R2 (IoU 0.46,
+    suppressed): the GIs are R1 and R2. The response term takes the RoIs with IoU >= 0.5 to a
+    GI: R0, R1, R2 (not R3: IoU 0; not R4: 0.46)."""
+    from mmdet.models.task_modules import AssignResult, SamplingResult
+    from mmdet.structures import DetDataSample
+
+    from mmkd.models.distill_context import StudentRoIs
+    student = _frcnn()
+    loss = GeneralInstanceDistillLoss(feat_weight=1e-2)
+    loss.setup(student, student)
+    assert loss.two_stage and loss.pool_s.finest_scale == 56  # canonical rule on P2-P5
+    boxes = torch.tensor([[0., 0., 32., 32.], [2., 2., 32., 32.], [32., 32., 60., 60.],
+                          [40., 0., 46., 20.], [47., 32., 60., 60.]])
+    rois = torch.cat([torch.zeros(5, 1), boxes], 1)
+    assign = AssignResult(1, torch.tensor([1, 1, 1, 0, 0]), torch.ones(5),
+                          labels=torch.tensor([0, 0, 0, -1, -1]))
+    sres = SamplingResult(torch.tensor([0, 1, 2]), torch.tensor([3, 4]), boxes, boxes[:1],
+                          assign, torch.zeros(5, dtype=torch.uint8))
+    s_cls = torch.zeros(5, 9, requires_grad=True)
+    t_cls = torch.zeros(5, 9)
+    t_cls[:, 0] = torch.tensor([2.0, 3.0, 1.5, 4.0, 1.0])
+    t_cls[2, 3] = 1.0  # a second class on R2 (its argmax stays class 0)
+    s_reg = torch.zeros(5, 32)
+    s_reg[:, :4] = torch.tensor([[0.1, 0.2, 0.3, 0.4], [1.0, 0.0, 0.0, 0.0],
+                                 [0.0, 0.0, 0.0, -0.5], [5.0, 5.0, 5.0, 5.0],
+                                 [5.0, 5.0, 5.0, 5.0]])
+    s_reg[:, 4:] = 7.0  # other classes' deltas are never compared
+    s_reg.requires_grad_(True)
+    feats_s = tuple(torch.ones(1, 64, 64 // s, 64 // s, requires_grad=True)
+                    for s in (4, 8, 16, 32, 64))
+    t_level = torch.full((64, ), 0.5)
+    t_level[0] = 2.0
+    feats_t = tuple(t_level.view(1, 64, 1, 1).expand(1, 64, 64 // s, 64 // s).clone()
+                    for s in (4, 8, 16, 32, 64))
+    ds = DetDataSample(metainfo=dict(img_shape=(64, 64), batch_input_shape=(64, 64)))
+    ctx = _GivenTeacherRoIs(student, None, [ds], feats_s, feats_t,
+                            student_rois=StudentRoIs([sres], rois, s_cls, s_reg,
+                                                     torch.zeros(5, 64, 7, 7)),
+                            teacher_out=dict(cls_score=t_cls, bbox_pred=torch.zeros(5, 32)))
+    gis, scores, _ = loss.select(ctx)
+    assert gis[0].tolist() == [[2., 2., 32., 32.], [32., 32., 60., 60.]]
+
+    def p_max(logit):  # max foreground softmax probability with the other 8 logits at 0
+        return math.exp(logit) / (math.exp(logit) + 8)
+
+    assert scores[0].tolist() == pytest.approx([p_max(3.0) - 1 / 9,
+                                                math.exp(1.5) / (math.exp(1.5) + math.e + 7)
+                                                - 1 / 9], rel=1e-5)
+    out = loss(ctx)
+    # feature: constant maps, per pooled cell sum_c (t - s)^2 = 1 + 63 * 0.25
+    assert out['feat'].item() == pytest.approx(1e-2 * (1 + 63 * 0.25), rel=1e-5)
+    assert out['rel'].item() == 0.0  # two GIs: no relation
+    # response on R0, R1, R2: KL(p_t || p_s) with T = 1, averaged over the 3 RoIs
+    kl = 0.0
+    for i in range(3):
+        pt = [math.exp(v) for v in t_cls[i].tolist()]
+        pt = [v / sum(pt) for v in pt]
+        kl += sum(p * math.log(p * 9) for p in pt)  # p_s = 1/9 everywhere
+    assert out['cls'].item() == pytest.approx(0.1 * kl / 3, rel=1e-5)
+    # L1 of the class-0 deltas (the teacher's argmax class) against the teacher's zeros
+    assert out['reg'].item() == pytest.approx((1.0 + 1.0 + 0.5) / 3, rel=1e-5)
+    sum(out.values()).backward()
+    assert s_cls.grad[:3].abs().sum() > 0 and not s_cls.grad[3:].any()
+    assert feats_s[0].grad.abs().sum() > 0

@@ -1,4 +1,6 @@
 """Global Knowledge RDM: levels, masks, every loss term against hand computations."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,7 +8,7 @@ from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 from torch import nn
 
-from mmkd.models import DistillContext, soft_label_kl
+from mmkd.models import DistillContext
 from mmkd.models.methods.global_knowledge import (RobustDistillingModule, box_descriptors,
                                                   gk_levels, gk_masked_error)
 from mmkd.models.utils.box_mask import paint_box_mask_overwrite
@@ -175,14 +177,119 @@ def test_online_bank_ring_buffer_and_refresh():
     assert loss.pgm.proto_valid[0, 1].all() and not loss.pgm.proto_valid[0, 0].any()
 
 
-def test_soft_label_weighted_by_roi_robustness_matches_formula():
-    s_logits = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
-    t_logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    r = torch.tensor([1.0, 0.25])
-    got = soft_label_kl(s_logits, t_logits, 2.0, 'classmean', weight=r)
-    ps, pt = F.softmax(s_logits / 2, -1), F.softmax(t_logits / 2, -1)
-    rows = (pt * (pt.log() - ps.log())).sum(-1) * 4
-    assert got.item() == pytest.approx(((rows * r).sum() / (2 * 3)).item(), rel=1e-5)
+def _frcnn_student():
+    """The synthetic Faster R-CNN student (64-channel P2-P6 FPN, 8 classes, RoI extractor on
+    P2-P5 with finest scale 56): what ``setup`` reads for the two-stage soft label."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    from conftest import REPO, STUDENT_CFG
+    register_all_modules()
+    return MODELS.build(Config.fromfile(f'{REPO}/{STUDENT_CFG}').model)
+
+
+class _TeacherRoIs(DistillContext):
+    """A step whose teacher RoI branch returns given per-RoI outputs (``teacher_roi_forward``
+    is the context's public seam): the rows of the asked RoIs among ``all_rois``."""
+
+    def __init__(self, *args, all_rois, teacher_out, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._all_rois, self._teacher_out = all_rois, teacher_out
+
+    def teacher_roi_forward(self, rois):
+        rows = [int((self._all_rois == r).all(1).nonzero()) for r in rois]
+        return {k: v[rows] for k, v in self._teacher_out.items()}
+
+
+def _unit(*v, c=64):
+    x = torch.zeros(c)
+    x[:len(v)] = torch.tensor(v)
+    return x
+
+
+def test_soft_label_is_weighted_by_each_rois_robustness():
+    """The module's two-stage soft label (forward, not the helper): each positive RoI's
+    class-mean KL is multiplied by its own r, computed from the 7x7 RoI features averaged over
+    space and the prototypes of its class at its RoI level. RoI 1 has ss < st, so the |.| of
+    r matters there; the negative RoI must not contribute."""
+    from mmdet.models.task_modules import AssignResult, SamplingResult
+
+    from mmkd.models.distill_context import StudentRoIs
+    student = _frcnn_student()
+    loss = RobustDistillingModule(boxes='pos_rois', fg_weight=0.0, bg_weight=0.0,
+                                  soft_weight=1.5, temperature=2.0, feat_schedule={})
+    loss.setup(student, student)
+    pgm = loss.pgm  # level 0 (P2, the RoI level of boxes under 112 px)
+    pgm.proto_s[0, 0, 0], pgm.proto_t[0, 0, 0] = _unit(1, 0), _unit(1, 0)
+    pgm.proto_s[0, 1, 0], pgm.proto_t[0, 1, 0] = _unit(1, 0), _unit(0, 1)
+    pgm.proto_valid[0, :2, 0] = True
+    pgm.num_generated += 1
+    # RoI 0 (class 0): student mean (1, 0) -> ss = 1; teacher (1, 1) -> st = 1/sqrt2
+    # RoI 1 (class 1): student (1, 1) -> ss = 1/sqrt2; teacher (1, 3) -> st = 3/sqrt10 > ss
+    ss = [1.0, 2 ** -0.5]
+    st = [2 ** -0.5, 3 / 10 ** 0.5]
+    r = [1 - abs(a - b) for a, b in zip(ss, st)]  # 0.7071, 0.7584
+    feat_s = torch.stack([_unit(1, 0), _unit(1, 1), _unit(5, -2)])[:, :, None, None]
+    feat_t = torch.stack([_unit(1, 1), _unit(1, 3), _unit(-3, 1)])[:, :, None, None]
+    boxes = torch.tensor([[0., 0., 20., 20.], [10., 10., 40., 30.], [30., 0., 60., 20.]])
+    assign = AssignResult(2, torch.tensor([1, 2, 0]), torch.ones(3), labels=torch.tensor([0, 1, -1]))
+    sres = SamplingResult(torch.tensor([0, 1]), torch.tensor([2]), boxes, boxes[:2], assign,
+                          torch.zeros(3, dtype=torch.uint8))
+    rois = torch.cat([torch.zeros(3, 1), boxes], 1)
+    z_s = torch.tensor([[1.0, 0.0, -1.0] + [0.0] * 6, [0.5, 0.5, 0.0] + [0.2] * 6,
+                        [9.0] * 9]).requires_grad_(True)
+    z_t = torch.tensor([[2.0, 0.0, 0.0] + [-1.0] * 6, [0.0, 1.0, 0.0] + [0.5] * 6, [0.0] * 9])
+    ds = DetDataSample(metainfo=dict(img_shape=(64, 64), batch_input_shape=(64, 64)))
+    feats = tuple(torch.zeros(1, 64, 64 // s, 64 // s) for s in (4, 8, 16, 32, 64))
+    ctx = _TeacherRoIs(student, None, [ds], feats, feats,
+                       progress=TrainProgress(max_epochs=12),
+                       student_rois=StudentRoIs([sres], rois, z_s, torch.zeros(3, 36),
+                                                feat_s.expand(-1, -1, 7, 7)),
+                       all_rois=rois,
+                       teacher_out=dict(cls_score=z_t, bbox_feats=feat_t.expand(-1, -1, 7, 7)))
+    got = loss(ctx)['soft']
+    # class-mean KL(softmax(z_t / 2) || softmax(z_s / 2)) * T^2 of each positive, written out
+    want = 0.0
+    for i in range(2):
+        pt = [math.exp(v / 2) for v in z_t[i].tolist()]
+        ps = [math.exp(v / 2) for v in z_s[i].tolist()]
+        pt, ps = [v / sum(pt) for v in pt], [v / sum(ps) for v in ps]
+        kl = sum(a * (math.log(a) - math.log(b)) for a, b in zip(pt, ps))
+        want += r[i] * kl * 4 / 9
+    want = 1.5 * want / 2
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    got.backward()
+    assert z_s.grad[:2].abs().sum() > 0 and not z_s.grad[2].any()
+
+
+def test_robustness_uses_the_absolute_gap_either_way_round():
+    """r = 1 - |ss - st|: a student closer to its prototypes than the teacher (ss > st) and
+    the reverse (ss < st) give the same r, painted into the fg mask."""
+    outs = []
+    for student_first in (True, False):
+        loss = _gt_loss(fg_weight=1.0, bg_weight=0.0)
+        s = torch.zeros(1, 2, 4, 4)
+        t = torch.zeros(1, 2, 4, 4)
+        near, far = (s, t) if student_first else (t, s)
+        near[0, 0] = 1.0  # descriptor (1, 0): cos 1 with the prototype (1, 0)
+        far[0, 0] = 1.0
+        far[0, 1] = 1.0  # descriptor (1, 1): cos 1/sqrt2
+        pgm = loss.pgm
+        pgm.proto_s[0, 1, 0] = torch.tensor([1.0, 0.0])
+        pgm.proto_t[0, 1, 0] = torch.tensor([1.0, 0.0])
+        pgm.proto_valid[0, 1, 0] = True
+        pgm.num_generated += 1
+        ctx = DistillContext(None, None, [_sample([[0, 0, 4, 4]], [1])], (s, ), (t, ),
+                             progress=TrainProgress(max_epochs=12))
+        info = loss.inspect(ctx, [torch.tensor([[0., 0., 4., 4.]])], torch.tensor([1]))
+        outs.append((info['r'].item(), loss(ctx)['fg'].item()))
+    r = 1 - (1 - 2 ** -0.5)
+    # D = S - T = -+(0, 1) on every cell; the 4 box cells are painted with r
+    fg = r * 4 * 1 / max(1, 2 * 2 * 4 * r)
+    for got_r, got_fg in outs:
+        assert got_r == pytest.approx(r, rel=1e-6)
+        assert got_fg == pytest.approx(fg, rel=1e-5)
 
 
 def test_bad_settings_are_rejected():

@@ -106,14 +106,93 @@ def _decoder_inputs(seed=0, b=2, k=5, s=7, c=6):
     return torch.randn(b, k, 8), tokens, pos, pad, real
 
 
-def test_attention_weights_sum_to_the_number_of_real_instances_per_head():
+def _reference_attention(dec, queries, tokens, pos, pad, real, temperature):
+    """The decoder written out independently, head by head and query by query, from its
+    parameters: ``A = (q W_q + b_q) / sqrt(d) . ((x + p W_p + b_p) W_k + b_k)``, -inf on padding;
+    token weights ``sum over real k of softmax(A_k / T)``; output
+    ``LN(q + W_o [softmax(A_k) V]) -> LN(. + FFN(.))``."""
+    lin = torch.nn.functional.linear
+    b, k, _ = queries.shape
+    h, d = dec.num_heads, dec.head_dims
+    keys = lin(tokens + lin(pos, dec.pos_proj.weight, dec.pos_proj.bias), dec.k_proj.weight,
+               dec.k_proj.bias)
+    vals = lin(tokens, dec.v_proj.weight, dec.v_proj.bias)
+    qs = lin(queries, dec.q_proj.weight, dec.q_proj.bias)
+    weight = torch.zeros(b, h, tokens.shape[1])
+    attended = torch.zeros(b, k, h * d)
+    for bi in range(b):
+        valid = ~pad[bi]
+        for hi in range(h):
+            sl = slice(hi * d, (hi + 1) * d)
+            kk, vv = keys[bi, valid, sl], vals[bi, valid, sl]
+            for ki in range(k):
+                logits = kk @ qs[bi, ki, sl] / math.sqrt(d)  # (S_valid,)
+                attended[bi, ki, sl] = torch.softmax(logits, 0) @ vv
+                if real[bi, ki]:
+                    weight[bi, hi, valid] += torch.softmax(logits / temperature, 0)
+    x = dec.norm1(queries + lin(attended, dec.out_proj.weight, dec.out_proj.bias))
+    return dec.norm2(x + dec.ffn(x)), weight
+
+
+@pytest.mark.parametrize('temperature', [0.5, 2.0])
+def test_token_weights_and_output_equal_a_reference_attention_at_temperature(temperature):
+    """Token weights are softmax(A / T) of the 1/sqrt(d)-scaled logits, summed over the real
+    instances; the decoded queries use softmax(A) itself (T does not enter them)."""
+    torch.manual_seed(0)
     dec = InstanceDecoder(6, embed_dims=8, num_heads=2, ffn_dims=16, pos_dims=8)
+    for p in dec.parameters():  # spread logits: the temperature and sqrt(d) change the weights
+        p.data.normal_(0, 0.6)
     q, tokens, pos, pad, real = _decoder_inputs()
-    decoded, values, weight = dec(q, tokens, pos, pad, real, temperature=2.0)
+    with torch.no_grad():
+        decoded, values, weight = dec(q, tokens, pos, pad, real, temperature=temperature)
+        want_out, want_w = _reference_attention(dec, q, tokens, pos, pad, real, temperature)
+        _, _, weight_t1 = dec(q, tokens, pos, pad, real, temperature=1.0)
     assert decoded.shape == (2, 5, 8) and values.shape == (2, 2, 7, 4)
     assert weight.shape == (2, 2, 7) and not weight.requires_grad
-    assert torch.allclose(weight.sum(-1), torch.tensor([[3., 3.], [1., 1.]]))
-    assert torch.all(weight[1, :, 4:] == 0)  # padded tokens get no weight
+    torch.testing.assert_close(weight, want_w, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(decoded, want_out, rtol=1e-5, atol=1e-5)
+    # the weights depend on T (the check above could not pass at T = 1 by accident) ...
+    assert (weight - weight_t1).abs().max() > 0.05
+    # ... and each head's weights still sum to the number of real instances, 0 on padding
+    torch.testing.assert_close(weight.sum(-1), torch.tensor([[3., 3.], [1., 1.]]))
+    assert torch.all(weight[1, :, 4:] == 0)
+
+
+def test_the_loss_passes_its_temperature_to_the_token_weights():
+    """InstanceConditionalDistillLoss(temperature=T): the mimic term weights the value errors
+    with softmax(A / T) of the decoder's logits (checked on given instances)."""
+    loss = InstanceConditionalDistillLoss(num_classes=2, student_channels=8, teacher_channels=8,
+                                          embed_dims=8, num_heads=2, ffn_dims=16,
+                                          num_pos_feats=4, temperature=3.0, bypass_iters=0)
+    loss.setup(torch.nn.Module(), torch.nn.Module())
+    torch.manual_seed(3)
+    for p in loss.parameters():
+        p.data.normal_(0, 1.0)
+    from mmdet.structures import DetDataSample
+    from mmkd.models import DistillContext
+    s = (torch.randn(1, 8, 4, 4), )
+    t = (torch.randn(1, 8, 4, 4), )
+    ds = DetDataSample(metainfo=dict(img_shape=(32, 32), batch_input_shape=(32, 32)))
+    ins = InstanceBatch(labels=torch.tensor([[0, 1]]),
+                        boxes=torch.tensor([[[0.1, 0.2, 0.5, 0.4], [0.5, 0.5, 0.9, 1.0]]]),
+                        points=torch.tensor([[[0.2, 0.3], [0.7, 0.8]]]),
+                        wh_px=torch.tensor([[[13., 6.], [13., 16.]]]),
+                        real=torch.tensor([[True, True]]), valid=torch.tensor([[True, True]]))
+    got = loss(DistillContext(None, None, [ds], s, t), instances=ins)['mimic']
+    # the same step with the weights computed by the reference attention at T = 3
+    from mmkd.models.methods.icd import flatten_levels as flat
+    seq = flat(t, [(32, 32)], (32, 32), loss.pos_encoder)
+    with torch.no_grad():
+        _, w = _reference_attention(loss.decoder, loss.encoder(ins), seq.tokens, seq.pos,
+                                    seq.pad_mask, ins.real, 3.0)
+        vs = loss.decoder.split_heads(loss.student_value(s[0].flatten(2).transpose(1, 2)))
+        vt = loss.decoder.values(seq.tokens)
+    want = 8.0 * weighted_value_mimic(vs, vt, w)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    with torch.no_grad():
+        _, w1 = _reference_attention(loss.decoder, loss.encoder(ins), seq.tokens, seq.pos,
+                                     seq.pad_mask, ins.real, 1.0)
+    assert abs(8.0 * weighted_value_mimic(vs, vt, w1).item() - got.item()) > 1e-3 * got.item()
 
 
 def test_chunked_attention_matches_one_pass_values_and_gradients():

@@ -264,6 +264,31 @@ def test_mgd_draw_is_the_released_rule():
     assert torch.equal(random_keep_mask(feat, 0.65), (u <= 0.35).float())
 
 
+def test_mgd_masks_the_aligned_student_map_with_its_own_draw():
+    """The drawn mask is applied: with the RNG seeded, the loss equals the formula written out
+    with the release's draw (u = rand(B, 1, H, W) per level in order, keep where
+    u <= 1 - ratio) multiplied into the aligned student map, and differs from no mask."""
+    torch.manual_seed(0)
+    loss = MGDLoss(mask_ratio=0.5, levels=[0, 1])
+    loss.setup(_Det(2, 2), _Det(3, 2))
+    s = (torch.randn(2, 2, 4, 4), torch.randn(2, 2, 2, 3))
+    t = (torch.randn(2, 3, 4, 4), torch.randn(2, 3, 2, 3))
+    torch.manual_seed(5)
+    got = loss(_ctx(s, t)).item()
+    torch.manual_seed(5)
+    want = unmasked = 0.0
+    with torch.no_grad():
+        for j in range(2):
+            b, _, h, w = s[j].shape
+            keep = (torch.rand(b, 1, h, w) <= 0.5).float()
+            assert 0 < keep.sum() < keep.numel()
+            a = loss.align[j](s[j])
+            want += ((loss.generation[j](a * keep) - t[j]) ** 2).sum().item() / b
+            unmasked += ((loss.generation[j](a) - t[j]) ** 2).sum().item() / b
+    assert got == pytest.approx(want, rel=1e-5)
+    assert abs(got - unmasked) > 1e-3 * unmasked
+
+
 def test_mgd_given_keep_masks():
     torch.manual_seed(0)
     loss = MGDLoss(mask_ratio=0.5, levels=[0, 1])
