@@ -30,7 +30,7 @@
 # Environment: OUT (results; default work_dirs/gpu_check), PYTHON (default python3), MMKD_GPU_WORK
 # (default /tmp/mmkd_gpu), TORCH_CUDA_ARCH_LIST (default: the present GPU's, e.g. 9.0),
 # MAX_JOBS (default nproc), CUDA_HOME (default: found from nvcc / torch), GPU_TEST_WORKERS
-# (pytest-xdist workers, default 4), BENCH_EXTRA (more tools/benchmark_speed.py arguments; the
+# (pytest-xdist workers, default 6), BENCH_EXTRA (more tools/benchmark_speed.py arguments; the
 # last of a repeated option wins). GPU_CHECK_CPU_DRY_RUN=1 walks the stages on a machine without
 # a GPU, to check the script itself: no mmcv build, the GPU tests skip (and count as failed),
 # and BENCH_EXTRA='--device cpu --precision fp32 --size 96x64 ...' keeps the benchmark small.
@@ -379,7 +379,7 @@ stage_tests() {
   fi
   local xdist=() workers=1
   if "$PYTHON" -c 'import xdist' 2>/dev/null; then
-    workers="${GPU_TEST_WORKERS:-4}"
+    workers="${GPU_TEST_WORKERS:-6}"
     xdist=(-n "$workers")
   fi
   log "pytest -m gpu tests/test_gpu.py ${xdist[*]} (stopped after ${limit}s; log: pytest_gpu.log)"

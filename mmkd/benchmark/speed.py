@@ -555,10 +555,16 @@ def synthetic_batch(num_images: int = 2, size: Tuple[int, int] = (800, 1333),
 def seed_random_prototypes(model: nn.Module, per_class: int = 20, seed: int = 0) -> int:
     """Give every Global-Knowledge loss of ``model`` prototypes for every class and level,
     generated (by its own PGM, on its device) from random descriptors: a step's cost depends
-    on the prototypes' count, not their values. Returns the number of losses seeded."""
+    on the prototypes' count, not their values. An online-PGM loss is marked as refreshed for
+    the MessageHub's current epoch, so its first step does not replace them from its still
+    empty memory bank. Returns the number of losses seeded."""
+    from mmengine.logging import MessageHub
     g = torch.Generator().manual_seed(seed)
     losses = _pgm_losses(model)
+    epoch = int(MessageHub.get_current_instance().get_info('epoch', 0) or 0)
     for loss in losses:
+        if isinstance(getattr(loss, 'last_refresh_epoch', None), torch.Tensor):
+            loss.last_refresh_epoch.fill_(epoch)
         L, C = loss.num_levels, loss.num_classes
         dev = loss.pgm.proto_s.device
         ds, dt = loss.pgm.proto_s.shape[-1], loss.pgm.proto_t.shape[-1]
