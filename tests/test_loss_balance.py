@@ -147,6 +147,10 @@ def test_warning_names_the_list_form_key_and_the_sibling_terms():
     # 2 * 0.5 / 8 = 0.125
     assert ('set model.distill_losses.0.loss_weight=0.125 (this also scales loss_gk_fg)'
             in text), text
+    # a warn_ratio below the target: the suggestion lowers the term to warn_ratio, 2 * 0.2 / 8
+    low = balancer({'loss_gk': 2.0}, report=dict(iters=1, warn_ratio=0.2))
+    assert 'Suggested loss_weight: 0.05 instead of 2, which brings it to 0.2x' in \
+        low.warning_text('loss_gk_bg', 'loss_gk', 8.0)
 
 
 def test_the_schedule_factor_is_left_out_of_the_ratio_and_in_the_final_ratio():
@@ -187,10 +191,44 @@ def test_auto_balance_scales_by_hand_with_only_decrease_zero_and_delayed_terms(l
         assert float(pair[0]['loss_big']) == (16.0 if i < 2 else 2.0)
         assert grad_of(pair, 'loss_big') == (0.0 if i < 2 else 0.125)
         assert grad_of(pair, 'loss_small') == (0.0 if i < 2 else 1.0)
-        assert grad_of(pair, 'loss_late') == (0.0 if i < 4 else 0.25)
+        # late: trains as configured until it starts, measured at 2-3, scaled from 4
+        assert grad_of(pair, 'loss_late') == (1.0 if i < 2 else 0.0 if i < 4 else 0.25)
+        assert grad_of(pair, 'loss_zero') == 1.0  # never active: left alone
     assert float(outs[4][0]['loss_late']) == 1.0 and float(outs[3][0]['loss_late']) == 4.0
     text = [m for m in logs.warnings() if 'loss_big' in m][0]
     assert 'auto_balance scales it by 0.125 (effective loss_weight 0.25, 0.5x)' in text
+
+
+def test_terms_that_do_not_reach_the_student_are_not_measured_until_they_do(logs):
+    """ICD's shape: aux terms only train the method's own modules; the mimic term runs on
+    detached student features during bypass_iters, then reaches the student."""
+    stu, own = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+
+    def through(module, value, detach=False):  # value, with a graph into module's weights
+        w = module.weight.detach() if detach else module.weight
+        return value + 0.0 * w.sum()
+
+    b = LossBalancer({'loss_icd': 1.0}, {'loss_icd': 'k'}, parse_report(dict(iters=2)),
+                     parse_auto_balance(dict(target_ratio=0.5), ['loss_icd']), student=stu)
+    owners = {'loss_icd_mimic': 'loss_icd', 'loss_icd_aux': 'loss_icd'}
+    for i in range(5):
+        bypass = i < 2
+        mimic = through(own, through(stu, 8.0, detach=bypass))
+        aux = through(own, 3.0)
+        losses = dict(loss_cls=t(2.0), loss_icd_mimic=mimic, loss_icd_aux=aux)
+        out = b(losses, owners, {'loss_icd': 1.0}, TrainProgress(iter=i))
+        g_stu = torch.autograd.grad(out['loss_icd_mimic'], stu.weight, allow_unused=True)[0]
+        g_aux = torch.autograd.grad(out['loss_icd_aux'], own.weight)[0]
+        assert g_aux is not None and torch.equal(g_aux, torch.zeros_like(g_aux))  # 0 * w: plain
+        assert float(out['loss_icd_aux']) == 3.0
+        if i >= 4:  # mimic measured at 2-3 (8 / 2 = 4x) -> scale 0.125
+            assert float(out['loss_icd_mimic']) == 1.0
+    rep = b.report()['terms']
+    assert rep['loss_icd_mimic'] == {'ratio': 4.0, 'scale': 0.125, 'warned': True}
+    assert rep['loss_icd_aux'] == {'ratio': 0.0, 'scale': 1.0, 'warned': False}
+    assert b.state['terms']['loss_icd_mimic']['start'] == 2
+    b.finish()
+    assert any('loss_icd_aux was never active' in m for _, m in logs.records)
 
 
 def test_only_decrease_false_raises_small_terms_and_per_term_overrides():
@@ -374,7 +412,9 @@ def test_distill_detector_auto_balance_from_cfg_options_measures_without_gradien
     # with auto_balance, measuring: the student's gradient is its detection loss's alone
     torch.manual_seed(5)
     losses = model.loss(data['inputs'], copy.deepcopy(data['data_samples']))
-    assert set(model.loss_balance.state['terms']) == {'loss_kd_fpn', 'loss_kd_roi_kl'}
+    state = model.loss_balance.state['terms']
+    assert set(state) == {'loss_kd_fpn', 'loss_kd_roi_kl'}
+    assert state['loss_kd_fpn']['start'] == 0  # reaches the student: measured from the start
     assert float(losses['loss_kd_fpn']) > 0
     total = sum(v.mean() if torch.is_tensor(v) else sum(x.mean() for x in v)
                 for k, v in losses.items() if 'loss' in k)

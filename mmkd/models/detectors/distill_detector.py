@@ -167,7 +167,7 @@ class DistillDetector(BaseDetector):
             loss.setup(self.student, self.teacher)
         #: measures, reports and (auto_balance) rescales the distillation terms; None when off
         self.loss_balance = LossBalancer.from_detector(self.distill_losses, distill_losses,
-                                                       balance_report, auto_balance)
+                                                       balance_report, auto_balance, self.student)
         self._check_classes()
         self.predict_with_teacher = False
         self.min_gt_wh = float(min_gt_wh)

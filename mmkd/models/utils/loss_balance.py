@@ -18,21 +18,28 @@ Definitions (every value is a batch mean as mmengine logs it, then averaged over
   **without** the ``weight_schedule`` factor (a warm-up or decay does not distort the
   measurement; the schedule still applies on top of the balanced weight). A term whose schedule
   factor is 0 at an iteration is not computed there and counts as not active.
-* **measurement window** of a term: the ``K = iters`` iterations from the first one at which its
-  value (mean over the ranks) is non-zero, zeros after that included. Terms active from the
-  start are measured over iterations ``0 .. K-1``; a delayed term (a schedule that starts at 0,
-  an internal ramp) is measured once it starts, so it is balanced too.
+* **active**: a term is active at an iteration when its value is non-zero *and* its autograd
+  graph reaches a student parameter, on at least one rank. A term that only trains the
+  method's own modules (ICD's ``aux_conf``/``aux_reg``, which fit its decoder) or one computed
+  on detached student features (ICD's ``mimic`` during ``bypass_iters``) is not active there.
+* **measurement window** of a term: the ``K = iters`` iterations from its first active one,
+  zeros after that included. Terms active from the start are measured over iterations
+  ``0 .. K-1``; a delayed term (ICD after ``bypass_iters``, a schedule that starts at 0, an
+  internal ramp) is measured once it starts, so it is balanced too. A term that is never
+  active is never measured nor changed (ratio 0, scale 1).
 * **ratio** of a term: ``sum T(i) / sum D(i)`` over its window (= mean/mean).
 * **scale** (``auto_balance``): ``target_ratio / ratio``, capped at 1 with ``only_decrease``;
   1 for a zero or negative ratio. The term then trains as ``scale x loss_weight x schedule x
-  raw``. While a term is measured (and before it starts) it is computed, logged and added to
-  the total loss at its configured value, but passes **no gradient**: a wrong weight cannot
-  damage the student while it is being measured.
+  raw``. While a term is measured it is computed, logged and added to the total loss at its
+  configured value, but passes **no gradient** (to the student or to its own modules): a wrong
+  weight cannot damage the student while it is being measured. Before it starts, a term trains
+  as configured.
 * **final ratio**: ``sum E(i) / sum D(i)`` over the last ``final_iters`` iterations of training,
   ``E(i)`` being the term as added to the loss (scale and schedule included).
 
 Under DDP the per-iteration values are averaged over the ranks (one all-reduce of a float64
-vector of ``2 + number of terms + 1`` numbers, only in iterations that measure), so every rank
+vector of ``3 + 2 x number of terms`` numbers, only in iterations that measure: the first
+``iters``, the windows of terms not measured yet, the last ``final_iters``), so every rank
 takes the same decisions from the same numbers and the state is identical on every rank. The
 term keys must be the same on every rank (they are: they depend on the config and the
 iteration, not on the data); a checksum of the key names checks it.
@@ -112,6 +119,25 @@ def balance_scale(ratio: float, target_ratio: float, only_decrease: bool = True)
 def suggested_loss_weight(loss_weight: float, ratio: float, target_ratio: float) -> float:
     """The ``loss_weight`` at which a term measured at ``ratio`` would be at ``target_ratio``."""
     return loss_weight * target_ratio / ratio
+
+
+def reaches_parameters(value: Tensor, param_ids: 'set') -> bool:
+    """True when ``value``'s autograd graph leads to a parameter whose ``id`` is in
+    ``param_ids`` (a depth-first walk of ``grad_fn.next_functions``, each node visited once)."""
+    fn = value.grad_fn
+    if fn is None:
+        return False
+    seen, stack = set(), [fn]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        var = getattr(node, 'variable', None)  # AccumulateGrad: a leaf tensor
+        if var is not None and id(var) in param_ids:
+            return True
+        stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
+    return False
 
 
 def mean_across_ranks(values: Tensor) -> Tensor:
@@ -284,11 +310,14 @@ class LossBalancer:
             (``'model.distill_losses.loss_cwd.loss_weight'``).
         report: parsed ``balance_report`` options (:func:`parse_report`) or None (no warnings).
         auto_balance: parsed ``auto_balance`` options (:func:`parse_auto_balance`) or None.
+        student: the student model, to tell whether a term reaches its parameters; None
+            skips that check (every non-zero term counts as active).
     """
 
     def __init__(self, loss_weights: Mapping[str, float], config_keys: Mapping[str, str],
-                 report: Optional[Dict[str, Any]], auto_balance: Optional[Dict[str, Any]]
-                 ) -> None:
+                 report: Optional[Dict[str, Any]], auto_balance: Optional[Dict[str, Any]],
+                 student: Optional[torch.nn.Module] = None) -> None:
+        self.student = student
         self.loss_weights = dict(loss_weights)
         self.config_keys = dict(config_keys)
         self.report_opts = report
@@ -303,10 +332,11 @@ class LossBalancer:
     @classmethod
     def from_detector(cls, losses: Mapping[str, Any], loss_cfgs: Any,
                       report: Union[bool, Mapping, None],
-                      auto_balance: Union[bool, Mapping, None]) -> Optional['LossBalancer']:
+                      auto_balance: Union[bool, Mapping, None],
+                      student: Optional[torch.nn.Module] = None) -> Optional['LossBalancer']:
         """Build from a DistillDetector's built ``distill_losses`` and their config (dict or
-        list form, for the config keys); None when both the report and auto_balance are off or
-        there is no distillation loss."""
+        list form, for the config keys) and its student; None when both the report and
+        auto_balance are off or there is no distillation loss."""
         names = list(losses)
         report_opts = parse_report(report)
         auto_opts = parse_auto_balance(auto_balance, names)
@@ -317,7 +347,7 @@ class LossBalancer:
         else:
             keys = {n: f'model.distill_losses.{i}.loss_weight' for i, n in enumerate(names)}
         weights = {n: float(getattr(l, 'loss_weight', 1.0)) for n, l in losses.items()}
-        balancer = cls(weights, keys, report_opts, auto_opts)
+        balancer = cls(weights, keys, report_opts, auto_opts, student)
         if auto_opts is not None:
             print_log(f'auto_balance: over the first {balancer.iters} active iterations of each '
                       'distillation term, measure it against the detection loss (it passes no '
@@ -382,30 +412,40 @@ class LossBalancer:
             training: False measures nothing and only applies the chosen scales.
 
         Returns:
-            ``losses`` with every term replaced by ``scale x term`` once its scale is fixed, by
-            a gradient-free copy while it is measured (auto_balance on), unchanged otherwise.
+            ``losses`` with every term replaced by ``scale x term`` once its scale is fixed and
+            by a gradient-free copy while it is measured (auto_balance on); unchanged otherwise.
         """
         keys = list(terms)
         st = self.state
+        decided_before = {k: bool(st['terms'].get(k, {}).get('decided')) for k in keys}
+        means = None
         if training:
             if st['step'] == 0 and progress.iter > 0:
                 self._started_without_state(progress.iter)
             for key in keys:
                 st['terms'].setdefault(key, _new_term())
                 st['owners'][key] = terms[key]
-        # what each term does this step, decided on the state *before* this step's measurement
+            means = self._measure(losses, keys, terms, weights, progress)
+        # what each term does this step: decided before it -> scaled; measured in it -> no grad
         applied: Dict[str, Tuple[str, float]] = {}
         for key in keys:
             t = st['terms'].get(key)
-            opts = self.term_options(key, terms[key])
-            if not opts.enabled:
+            if not self.term_options(key, terms[key]).enabled:
                 applied[key] = ('plain', 1.0)
-            elif t is not None and t['decided']:
+            elif decided_before[key]:
                 applied[key] = ('scaled', float(t['scale']))
+            elif training and t['start'] >= 0:
+                applied[key] = ('measure', 1.0)
             else:
-                applied[key] = ('measure', 1.0) if training else ('plain', 1.0)
+                applied[key] = ('plain', 1.0)
+        if means is not None and self._in_final_window(progress):
+            d, vals = means
+            fin = st['final']
+            for key, w in zip(keys, vals):  # the term as added to the loss
+                fin['sums'][key] = fin['sums'].get(key, 0.0) + w * applied[key][1]
+            fin['n'] += 1
+            fin['det_sum'] += d
         if training:
-            self._measure(losses, keys, terms, weights, progress, applied)
             st['step'] += 1
         out = dict(losses)
         for key, (how, scale) in applied.items():
@@ -424,58 +464,66 @@ class LossBalancer:
             self.state['final'] = dict(max_iters=int(max_iters), n=0, det_sum=0.0, sums={})
         return progress.iter >= int(max_iters) - self.final_iters
 
+    def _reaches_student(self, value: Tensor) -> bool:
+        if self.student is None:
+            return True
+        return reaches_parameters(value, {id(p) for p in self.student.parameters()})
+
     def _measure(self, losses: Dict[str, Any], keys: List[str], terms: Mapping[str, str],
-                 weights: Mapping[str, float], progress: TrainProgress,
-                 applied: Mapping[str, Tuple[str, float]]) -> None:
+                 weights: Mapping[str, float], progress: TrainProgress
+                 ) -> Optional[Tuple[float, List[float]]]:
+        """Update the windows with this step's values (averaged over the ranks); returns
+        ``(detection loss, [weighted term values])`` or None when this step measures nothing."""
         st = self.state
         step = st['step']
         final = self._in_final_window(progress)
-        pending = any(not st['terms'][k]['decided'] for k in keys)
-        if not (step < self.iters or final or pending):
-            return  # nothing to measure: no all-reduce, no device sync
+        pending = [not st['terms'][k]['decided'] for k in keys]
+        if not (step < self.iters or final or any(pending)):
+            return None  # nothing to measure: no all-reduce, no device sync
         det = detection_loss(losses, list(keys) + list(self.loss_weights))
         vals = [det] + [loss_value(losses[k]) for k in keys]
+        # active flags, only for terms not started yet (the same terms on every rank)
+        flags = [float(st['terms'][k]['start'] < 0 and float(v) != 0.0
+                       and self._reaches_student(losses[k]))
+                 for k, v in zip(keys, vals[1:])]
         vec = torch.stack([v.to(det.device, torch.float64) for v in vals])
-        vec = torch.cat([vec, vec.new_tensor([float(len(keys)), float(keys_checksum(keys))])])
+        vec = torch.cat([vec, vec.new_tensor(flags + [float(len(keys)),
+                                                      float(keys_checksum(keys))])])
         vec = mean_across_ranks(vec).tolist()
         if vec[-2] != float(len(keys)) or vec[-1] != float(keys_checksum(keys)):
             raise RuntimeError(
                 f'loss balance: the ranks computed different distillation terms this iteration '
                 f'(this rank: {keys}). The measurement needs the same loss keys on every rank; '
                 'a loss whose output keys depend on the data cannot be balanced.')
-        d = vec[0]
+        n = len(keys)
+        d, means, active = vec[0], vec[1:1 + n], vec[1 + n:1 + 2 * n]
         if step < self.iters:
             st['det_first'][0] += d
             st['det_first'][1] += 1
         decided_now: List[str] = []
-        for key, w in zip(keys, vec[1:1 + len(keys)]):
+        for key, w, act, todo in zip(keys, means, active, pending):
             t = st['terms'][key]
+            if not todo:
+                continue
             name = terms[key]
-            if not t['decided']:
-                factor = weights[name] / self.loss_weights[name] if self.loss_weights[name] \
-                    else 1.0
-                configured = w / factor if factor else 0.0
-                if t['start'] < 0 and configured != 0.0:
-                    t['start'] = step
-                if t['start'] >= 0:
-                    t['n'] += 1
-                    t['sum'] += configured
-                    t['det_sum'] += d
-                    if t['n'] >= self.iters:
-                        self._decide(key, name)
-                        decided_now.append(key)
-            if final:
-                fin = st['final']
-                fin['sums'][key] = fin['sums'].get(key, 0.0) + w * applied[key][1]
-        if final:
-            st['final']['n'] += 1
-            st['final']['det_sum'] += d
+            if t['start'] < 0 and act > 0.0:
+                t['start'] = step
+            if t['start'] < 0:
+                continue
+            factor = weights[name] / self.loss_weights[name]  # the schedule factor (not 0)
+            t['n'] += 1
+            t['sum'] += w / factor
+            t['det_sum'] += d
+            if t['n'] >= self.iters:
+                self._decide(key, name)
+                decided_now.append(key)
         if step == self.iters - 1:
             self._log_first_window(keys)
         else:
             for key in decided_now:
                 self._log_term(key, f'(measured over iterations {st["terms"][key]["start"]}'
                                     f'-{step})')
+        return d, means
 
     def _decide(self, key: str, name: str) -> None:
         t = self.state['terms'][key]
@@ -498,7 +546,8 @@ class LossBalancer:
         """The one-time warning for a term at ``ratio`` x the detection loss."""
         lw = self.loss_weights[name]
         opts = self.term_options(key, name)
-        target = opts.target_ratio
+        # the suggestion lowers the term to the target ratio, or to warn_ratio if that is lower
+        target = min(opts.target_ratio, self.warn_ratio)
         weight = suggested_loss_weight(lw, ratio, target)
         text = (f'loss balance: {key} is {ratio:.3g}x the student\'s detection loss over its '
                 f'first {self.iters} measured iteration(s) (warn_ratio={self.warn_ratio:g}); '
@@ -597,10 +646,14 @@ class LossBalancer:
             if t['decided']:
                 continue
             name = self.state['owners'].get(key, key)
-            if self.term_options(key, name).enabled:
-                what = (f'was measured over only {t["n"]} of {self.iters} iterations'
-                        if t['start'] >= 0 else 'was never active')
-                print_log(f'auto_balance: {key} {what} before training ended; its weight was '
-                          'not changed (scale 1) and it passed no gradient',
+            if t['start'] < 0:
+                print_log(f'loss balance: {key} was never active (never non-zero with a gradient '
+                          "reaching the student's parameters, e.g. a term that only trains the "
+                          "method's own modules); it was not measured and trained as configured",
+                          logger='current')
+            elif self.term_options(key, name).enabled:
+                print_log(f'auto_balance: {key} was measured over only {t["n"]} of {self.iters} '
+                          'iterations before training ended; its weight was not changed (scale 1) '
+                          'and it passed no gradient in those iterations',
                           logger='current', level=30)
         return rep
