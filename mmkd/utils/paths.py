@@ -65,4 +65,44 @@ def resolve_path(path: str, what: str = 'file') -> str:
     for cand in tried:
         if osp.isfile(cand):
             return cand
-    raise FileNotFoundError(f"{what} '{path}' not found; tried: {', '.join(tried)}.")
+    # search the most specific existing folder (configs/x/ beats the current directory)
+    hints = _local_close_matches(max(tried, key=lambda c: len(_existing_parent(c))))
+    hint = f' Close matches: {", ".join(hints)}.' if hints else ''
+    raise FileNotFoundError(f"{what} '{path}' not found; tried: {', '.join(tried)}.{hint}")
+
+
+def _existing_parent(full: str) -> str:
+    """The deepest existing folder above the absolute path ``full`` ('' if none)."""
+    root = osp.dirname(full)
+    while root and not osp.isdir(root):
+        parent = osp.dirname(root)
+        if parent == root:
+            return ''
+        root = parent
+    return root
+
+
+def _local_close_matches(full: str, limit: int = 5, max_files: int = 20000) -> List[str]:
+    """Existing files resembling the missing absolute path ``full``: searched under its deepest
+    existing parent folder (so a misspelt folder is found too), at most ``max_files`` files."""
+    root = _existing_parent(full)
+    if not root or osp.dirname(root) == root:  # never walk a whole file system
+        return []
+    rel = osp.relpath(full, root)
+    ext = osp.splitext(full)[1]
+    candidates: List[str] = []
+    for dirpath, dirnames, files in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith('.') and d != '__pycache__']
+        candidates += [osp.relpath(osp.join(dirpath, n), root) for n in files
+                       if not ext or n.endswith(ext)]
+        if len(candidates) > max_files:
+            break
+    # compare whole relative paths and file names: a misspelt name or a misspelt folder
+    by_path = difflib.get_close_matches(rel, candidates, n=limit, cutoff=0.6)
+    names = {}
+    for c in candidates:
+        names.setdefault(osp.basename(c), c)
+    by_name = [names[n] for n in difflib.get_close_matches(osp.basename(rel), list(names),
+                                                            n=limit, cutoff=0.75)]
+    found = list(dict.fromkeys(by_path + by_name))[:limit]
+    return [osp.join(root, c) for c in found]
