@@ -38,6 +38,7 @@ from torch import nn
 from .faults import fault_point
 from .mmdet2_compat import upgrade_for
 from .paths import resolve_path
+from .torch_compat import add_safe_globals, safe_torch_load
 
 STUDENT_PREFIX = 'student.'
 DISTILL_PREFIX = 'distill_losses.'
@@ -109,9 +110,8 @@ def allow_mmengine_checkpoint_types() -> None:
     Called on ``import mmkd``. Resuming a run (optimizer, scheduler and message-hub state) then
     works on torch >= 2.6 without turning ``weights_only`` off.
     """
-    add = getattr(torch.serialization, 'add_safe_globals', None)
-    if add is not None:  # torch < 2.4 has no allow-list and no weights_only default
-        add(_mmengine_checkpoint_types() + [(history_buffer_getattr, 'builtins.getattr')])
+    # every torch version: torch >= 2.4's allow-list, mmkd's restricted unpickler before 2.4
+    add_safe_globals(_mmengine_checkpoint_types() + [(history_buffer_getattr, 'builtins.getattr')])
 
 
 # ---- loading -----------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def load_checkpoint_file(path: str, role: str = 'checkpoint',
         raise _unloadable(path, full, role, 'is empty: a copy or download that did '
                           'not finish, or a process killed while writing it')
     try:
-        checkpoint = torch.load(full, map_location=map_location, weights_only=True, mmap=mmap)
+        checkpoint = safe_torch_load(full, map_location=map_location, mmap=mmap)
     except (OSError, MemoryError):
         raise
     except Exception as exc:  # UnpicklingError, EOFError, RuntimeError, KeyError, ...

@@ -1,8 +1,11 @@
-"""Resolve config and checkpoint paths given as ``mmdet::``, absolute, or relative paths.
+"""Resolve config and checkpoint paths: ``mmdet::``, ``mmkd::``, absolute or relative paths.
 
-Relative paths are tried against the current directory first and then against the root of the
-mmkd checkout, so ``configs/...`` and ``checkpoints/...`` work from any working directory (the
-mmdet LD configs only work when launched from the repo root; we do not repeat that).
+Relative paths are tried against the current directory first and then against mmkd's root, so
+``configs/...`` and ``checkpoints/...`` work from any working directory (the mmdet LD configs only
+work when launched from the repo root; we do not repeat that). mmkd's root is the checkout (a
+source tree or an editable install), or, after ``pip install mmkd-*.whl``, the package's own
+``mmkd/.mim`` folder, which holds the same ``configs/``, ``checkpoints/`` and ``tools/`` (see
+setup.py). ``mmkd::REL`` is ``<root>/configs/REL`` in both cases.
 """
 from __future__ import annotations
 
@@ -13,12 +16,31 @@ from typing import List
 
 from mmengine.utils import get_installed_path
 
-#: Root of the mmkd checkout (the folder holding ``mmkd/``, ``configs/`` and ``checkpoints/``).
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+_PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
+#: Where a built (non-editable) mmkd keeps its configs, checkpoints and tools (see setup.py).
+MIM_ROOT = osp.join(_PACKAGE_DIR, '.mim')
+
+
+def _find_root() -> str:
+    """The checkout when mmkd runs from one, else the installed package's ``.mim`` folder."""
+    checkout = osp.dirname(_PACKAGE_DIR)
+    if osp.isdir(osp.join(checkout, 'configs')) and (
+            osp.isfile(osp.join(checkout, 'pyproject.toml'))
+            or osp.isfile(osp.join(checkout, 'setup.py'))):
+        return checkout
+    return MIM_ROOT if osp.isdir(osp.join(MIM_ROOT, 'configs')) else checkout
+
+
+#: mmkd's root: the folder holding ``configs/`` and ``checkpoints/`` (the checkout, or
+#: ``mmkd/.mim`` of an installed wheel).
+REPO_ROOT = _find_root()
 
 
 def package_config_dir(package: str) -> str:
-    """Folder of the configs an OpenMMLab package ships in its wheel (``<pkg>/.mim/configs``)."""
+    """Folder of the configs an OpenMMLab package ships in its wheel (``<pkg>/.mim/configs``);
+    for ``mmkd`` itself, ``configs/`` of mmkd's root (checkout or ``.mim``)."""
+    if package == 'mmkd':
+        return osp.join(REPO_ROOT, 'configs')
     try:
         root = get_installed_path(package)
     except Exception as exc:  # importlib raises several kinds here
@@ -55,9 +77,10 @@ def resolve_path(path: str, what: str = 'file') -> str:
             return full
         hints = _close_matches(cfg_dir, rel)
         hint = f' Close matches: {", ".join(package + "::" + h for h in hints)}.' if hints else ''
+        note = (' Note that mmdet 3.x config names use dashes, e.g. faster-rcnn_r50_fpn_1x_coco.py.'
+                if package == 'mmdet' else '')
         raise FileNotFoundError(
-            f"{what} '{path}' not found: there is no '{rel}' in {cfg_dir}.{hint} "
-            'Note that mmdet 3.x config names use dashes, e.g. faster-rcnn_r50_fpn_1x_coco.py.')
+            f"{what} '{path}' not found: there is no '{rel}' in {cfg_dir}.{hint}{note}")
     expanded = osp.expanduser(path)
     tried = [osp.abspath(expanded)]
     if not osp.isabs(expanded):
