@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Create (or refresh) the repo-local virtual environment with the pinned mmkd stack.
 #
-# Idempotent: when the environment already matches requirements.txt it returns in seconds.
+# requirements.txt is the exact tested stack (pins); pyproject.toml holds mmkd's own dependency
+# ranges, which a user's existing mmdet environment satisfies without reinstalling torch/mmcv.
+#
+# Idempotent: when the environment already matches requirements.txt, pyproject.toml, setup.py
+# and this script, it returns in seconds.
 #
 # mmcv 2.1.0 with compiled ops has no wheel on PyPI for this torch, so it is built from the
 # sdist once per machine and the wheel is cached outside the repo:
@@ -17,8 +21,12 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MMKD_VENV:-$REPO/.venv}"
 CACHE="${MMKD_WHEEL_CACHE:-$HOME/.cache/mmkd/wheels}"
 PY="${PYTHON:-python3}"
-MMCV_VERSION="2.1.0"
-TORCH_VERSION="2.13.0"
+# the pins of requirements.txt (one source of truth)
+pin() { sed -n "s/^$1==\([^ ;#]*\).*/\1/p" "$REPO/requirements.txt" | head -n1; }
+MMCV_VERSION="$(pin mmcv)"
+TORCH_VERSION="$(pin torch)"
+SETUPTOOLS_VERSION="$(pin setuptools)"
+WHEEL_VERSION="$(pin wheel)"
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -33,21 +41,24 @@ PIP=("$VPY" -m pip --disable-pip-version-check)
 quiet_pip() { "${PIP[@]}" "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 STAMP="$VENV/.mmkd-setup-stamp"
-WANT_STAMP="$(cat "$REPO/requirements.txt" "$REPO/setup.py" "$0" | sha256sum | cut -c1-16)"
+WANT_STAMP="$(cat "$REPO/requirements.txt" "$REPO/pyproject.toml" "$REPO/setup.py" \
+  "$REPO/MANIFEST.in" "$0" | sha256sum | cut -c1-16)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_STAMP" ] \
    && "$VPY" -c "import mmcv.ops, mmdet, mmkd" >/dev/null 2>&1; then
   log "environment up to date ($VENV)"
   exit 0
 fi
 
-log "installing build prerequisites (torch $TORCH_VERSION CPU, numpy, setuptools<81, wheel, ninja)"
-quiet_pip install -q "torch==$TORCH_VERSION" numpy "setuptools>=77.0.3,<81" wheel ninja
+log "installing build prerequisites (torch $TORCH_VERSION CPU, numpy, setuptools $SETUPTOOLS_VERSION, wheel, ninja)"
+quiet_pip install -q "torch==$TORCH_VERSION" "numpy==$(pin numpy)" "setuptools==$SETUPTOOLS_VERSION" \
+  "wheel==$WHEEL_VERSION" ninja
 
 have_mmcv_ops() {
-  "$VPY" - <<'PY' >/dev/null 2>&1
+  "$VPY" - "$MMCV_VERSION" <<'PY' >/dev/null 2>&1
 import mmcv, mmcv.ops
 from mmcv.ops import RoIAlign, nms  # noqa: F401  compiled ops must import
-assert mmcv.__version__ == "2.1.0"
+import sys
+assert mmcv.__version__ == sys.argv[1]
 PY
 }
 
@@ -91,7 +102,7 @@ else
   quiet_pip install -q --no-deps --force-reinstall "$WHEEL"
 fi
 
-log "installing the pinned stack from requirements.txt and mmkd (editable)"
+log "installing the pinned stack from requirements.txt (with the lint tools) and mmkd (editable)"
 quiet_pip install -q -r "$REPO/requirements.txt"
 quiet_pip install -q --no-deps --no-build-isolation -e "$REPO"
 "$VPY" - <<'PY'
