@@ -263,6 +263,68 @@ def test_soft_label_is_weighted_by_each_rois_robustness():
     assert z_s.grad[:2].abs().sum() > 0 and not z_s.grad[2].any()
 
 
+class _DenseHead(nn.Module):
+    """What ``setup`` reads from an anchor-based head: num_classes and a get_targets."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.num_classes = k
+
+    def get_targets(self, *args, **kwargs):  # pragma: no cover - never called here
+        raise AssertionError('the recorded targets are given')
+
+
+def test_one_stage_soft_label_is_weighted_by_each_anchors_robustness():
+    """RetinaNet path: the positive anchors' class-mean softmax KL (T = 2), each times the r of
+    its own anchor at its own level (integer-crop descriptors of the anchor box). Anchor A
+    (class 0) has ss > st, anchor B (class 1) ss < st."""
+    from mmkd.models.distill_context import StudentDenseTargets
+    det = _Det(c=2, n=1, k=2)
+    det.bbox_head = _DenseHead(2)
+    loss = RobustDistillingModule(boxes='pos_anchors', fg_weight=0.0, bg_weight=0.0,
+                                  soft_weight=1.0, temperature=2.0, feat_schedule={},
+                                  strides=[8])
+    loss.setup(det, det)
+    pgm = loss.pgm
+    pgm.proto_s[0, 0, 0], pgm.proto_t[0, 0, 0] = torch.tensor([1., 0.]), torch.tensor([1., 0.])
+    pgm.proto_s[0, 1, 0], pgm.proto_t[0, 1, 0] = torch.tensor([1., 0.]), torch.tensor([0., 1.])
+    pgm.proto_valid[0, :2, 0] = True
+    pgm.num_generated += 1
+    # 32 x 32 input, one 4 x 4 level (stride 8), one anchor per cell. Anchor A = [0, 0, 8, 8]
+    # crops cells 0..1 x 0..1 (both ends inclusive), anchor B = [16, 16, 24, 24] cells 2..3.
+    s = torch.zeros(1, 2, 4, 4)
+    t = torch.zeros(1, 2, 4, 4)
+    s[0, :, :2, :2] = torch.tensor([1., 0.])[:, None, None]  # ss_A = 1
+    t[0, :, :2, :2] = torch.tensor([1., 1.])[:, None, None]  # st_A = 1/sqrt2
+    s[0, :, 2:, 2:] = torch.tensor([1., 1.])[:, None, None]  # ss_B = 1/sqrt2
+    t[0, :, 2:, 2:] = torch.tensor([1., 3.])[:, None, None]  # st_B = 3/sqrt10
+    r = [1 - abs(1 - 2 ** -0.5), 1 - abs(2 ** -0.5 - 3 / 10 ** 0.5)]
+    ys, xs = torch.meshgrid(torch.arange(4.), torch.arange(4.), indexing='ij')
+    anchors = torch.stack([xs, ys, xs + 1, ys + 1], -1).view(16, 4) * 8
+    labels = torch.full((1, 16), 2)
+    labels[0, 0], labels[0, 10] = 0, 1  # A is cell (0, 0), B cell (2, 2)
+    s_cls = torch.zeros(1, 2, 4, 4)
+    t_cls = torch.zeros(1, 2, 4, 4)
+    s_cls[0, :, 0, 0], t_cls[0, :, 0, 0] = torch.tensor([1.0, -1.0]), torch.tensor([-0.5, 2.0])
+    s_cls[0, :, 2, 2], t_cls[0, :, 2, 2] = torch.tensor([0.0, 2.0]), torch.tensor([3.0, 0.0])
+    s_cls.requires_grad_(True)
+    dense = StudentDenseTargets([[anchors]], [labels], [torch.ones(1, 16)], [s_cls],
+                                [torch.zeros(1, 4, 4, 4)], 2)
+    ds = DetDataSample(metainfo=dict(img_shape=(32, 32), batch_input_shape=(32, 32)))
+    ctx = DistillContext(det, det, [ds], (s, ), (t, ), progress=TrainProgress(max_epochs=12),
+                         student_dense=dense,
+                         teacher_head_outs=([t_cls], [torch.zeros(1, 4, 4, 4)]))
+    got = loss(ctx)['soft']
+    want = 0.0
+    for ri, (zs, zt) in zip(r, [((1.0, -1.0), (-0.5, 2.0)), ((0.0, 2.0), (3.0, 0.0))]):
+        ps = [math.exp(v / 2) for v in zs]
+        pt = [math.exp(v / 2) for v in zt]
+        ps, pt = [v / sum(ps) for v in ps], [v / sum(pt) for v in pt]
+        want += ri * 4 * sum(a * (math.log(a) - math.log(b)) for a, b in zip(pt, ps))
+    want /= 2 * 2  # mean over the 2 anchors and the 2 classes
+    assert got.item() == pytest.approx(want, rel=1e-5)
+
+
 def test_robustness_uses_the_absolute_gap_either_way_round():
     """r = 1 - |ss - st|: a student closer to its prototypes than the teacher (ss > st) and
     the reverse (ss < st) give the same r, painted into the fg mask."""
