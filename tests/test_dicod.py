@@ -152,7 +152,8 @@ def test_chunking_and_checkpointing_do_not_change_the_loss_or_gradients():
         losses = model(**copy.deepcopy(data), mode='loss')
         (losses['loss_dicod_loc'] + losses['loss_dicod_cls']).backward()
         results.append((losses['loss_dicod_loc'].detach(), losses['loss_dicod_cls'].detach(),
-                        torch.cat([p.grad.flatten() for p in model.student.bbox_head.reg_convs.parameters()])))
+                        torch.cat([p.grad.flatten()
+                                   for p in model.student.bbox_head.reg_convs.parameters()])))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 

@@ -15,7 +15,8 @@ from pycocotools.coco import COCO
 from mmkd.datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_coco
 
 # pycocotools' decode (used by COCO.annToMask) warns about numpy 2's copy keyword
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword")
 
 # small but large enough to contain every class, empty images and occlusions
 PARAMS = dict(num_train=40, num_val=10, image_size=96, seed=3, max_objects=8)
@@ -95,7 +96,8 @@ def test_idempotent_and_force(tmp_path: Path) -> None:
     # changed parameters or force=True regenerate
     generate_synthetic_coco(str(tmp_path / "d"), force=True, **kwargs)
     assert all(f.stat().st_mtime_ns != 1_000_000_000 for f in files)
-    changed = generate_synthetic_coco(str(tmp_path / "d"), num_train=3, num_val=2, image_size=64, seed=5)
+    changed = generate_synthetic_coco(str(tmp_path / "d"), num_train=3, num_val=2, image_size=64,
+                                      seed=5)
     assert len(os.listdir(changed["train_img_dir"])) == 3
     assert len(_load(changed["train_ann"])["images"]) == 3
     # a missing image triggers regeneration
@@ -166,7 +168,8 @@ def test_every_class_appears(dataset: dict) -> None:
 
 
 def test_variable_image_size(tmp_path: Path) -> None:
-    paths = generate_synthetic_coco(str(tmp_path / "v"), num_train=6, num_val=0, image_size=(48, 80), seed=2)
+    paths = generate_synthetic_coco(str(tmp_path / "v"), num_train=6, num_val=0,
+                                    image_size=(48, 80), seed=2)
     coco = _load(paths["train_ann"])
     sizes = {(im["width"], im["height"]) for im in coco["images"]}
     assert len(sizes) > 1

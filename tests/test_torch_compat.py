@@ -129,7 +129,8 @@ def test_version_errors_name_version_range_and_fix():
     msg = str(info.value)
     assert 'mmcv 2.2.0 is installed' in msg and '>= 2.0.0rc4, < 2.2.0' in msg
     assert 'mim install' in msg and msg.count(' is installed') == 1  # only mmcv is wrong
-    with pytest.raises(DependencyError, match=r'mmdet 2\.28\.2 is installed.*>= 3\.0\.0, < 3\.4\.0'):
+    with pytest.raises(DependencyError,
+                       match=r'mmdet 2\.28\.2 is installed.*>= 3\.0\.0, < 3\.4\.0'):
         check_versions({'mmdet': '2.28.2'})
     with pytest.raises(DependencyError, match='mmengine is not installed'):
         check_versions({'mmengine': None})

@@ -281,8 +281,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     model.eval()
     meta = dict(dataset_meta=dict(classes=classes), crop_size=size, epochs=epochs,
                 val_top1=float(history[-1]['top1']) if history else 0.0, best_val_top1=best,
-                input_convention={k: (list(v) if isinstance(v, (list, tuple)) else v)
-                                  for k, v in dict(cfg.model.get('data_preprocessor') or {}).items()},
+                input_convention={
+                    k: (list(v) if isinstance(v, (list, tuple)) else v)
+                    for k, v in dict(cfg.model.get('data_preprocessor') or {}).items()},
                 config=osp.basename(args.config), mmkd_tool='train_cls_teacher')
     ckpt = osp.join(work_dir, args.out)
     torch.save(dict(state_dict=model.state_dict(), meta=meta), ckpt)

@@ -265,7 +265,8 @@ def _sdf_pie(cx: float, cy: float, r: float, half_aperture: float, angle: float)
     return fn
 
 
-def _sdf_arc(cx: float, cy: float, r: float, thickness: float, half_aperture: float, angle: float) -> SdfFn:
+def _sdf_arc(cx: float, cy: float, r: float, thickness: float, half_aperture: float,
+             angle: float) -> SdfFn:
     """Open arc (thick circle segment) of centre-line radius ``r``."""
     c, s = _cos_sin(angle)
     sa, ca = _cos_sin(half_aperture)[::-1]
@@ -296,10 +297,12 @@ def _place_polygon(unit: Sequence[tuple[float, float]], cx: float, cy: float, r:
     """Scale (``r * sx``, ``r * sy``), rotate by ``angle`` and translate unit-frame vertices."""
     c, s = _cos_sin(angle)
     verts = np.array(
-        [(cx + c * (u * r * sx) - s * (v * r * sy), cy + s * (u * r * sx) + c * (v * r * sy)) for u, v in unit],
+        [(cx + c * (u * r * sx) - s * (v * r * sy), cy + s * (u * r * sx) + c * (v * r * sy))
+         for u, v in unit],
         dtype=np.float64,
     )
-    ext = (float(verts[:, 0].min()), float(verts[:, 1].min()), float(verts[:, 0].max()), float(verts[:, 1].max()))
+    ext = (float(verts[:, 0].min()), float(verts[:, 1].min()), float(verts[:, 0].max()),
+           float(verts[:, 1].max()))
     return _Primitive(_sdf_polygon(verts), ext)
 
 
@@ -322,7 +325,8 @@ def _aspect(rng: np.random.Generator, lo: float, hi: float) -> tuple[float, floa
     return sx, 1.0 / sx
 
 
-def _make_object(cls_name: str, rng: np.random.Generator, cx: float, cy: float, size: float) -> _Primitive:
+def _make_object(cls_name: str, rng: np.random.Generator, cx: float, cy: float,
+                 size: float) -> _Primitive:
     """Build the primitive of a class instance whose enclosing diameter is about ``size`` px."""
     r = 0.5 * size
     angle = float(rng.uniform(0.0, 2.0 * math.pi))
@@ -344,7 +348,8 @@ def _make_object(cls_name: str, rng: np.random.Generator, cx: float, cy: float, 
         sx, sy = _aspect(rng, 0.85, 1.15)
         return _place_polygon([(-h, -h), (h, -h), (h, h), (-h, h)], cx, cy, r, angle, sx, sy)
     if cls_name == "triangle":
-        angles = [math.pi / 2 + 2.0 * math.pi * k / 3 + float(rng.uniform(-0.17, 0.17)) for k in range(3)]
+        angles = [math.pi / 2 + 2.0 * math.pi * k / 3 + float(rng.uniform(-0.17, 0.17))
+                  for k in range(3)]
         radii = [float(rng.uniform(0.85, 1.0)) for _ in range(3)]
         return _place_polygon(_radial_polygon(angles, radii), cx, cy, r, angle)
     if cls_name == "hexagon":
@@ -429,7 +434,8 @@ def _make_blob(rng: np.random.Generator, cx: float, cy: float, r: float) -> _Pri
         angles.append(a)
         radii.append(rad)
     sx, sy = _aspect(rng, 0.5, 2.0)
-    return _place_polygon(_radial_polygon(angles, radii), cx, cy, r, float(rng.uniform(0, 2 * math.pi)), sx, sy)
+    return _place_polygon(_radial_polygon(angles, radii), cx, cy, r,
+                          float(rng.uniform(0, 2 * math.pi)), sx, sy)
 
 
 # --------------------------------------------------------------------------- #
@@ -479,7 +485,8 @@ class _Canvas:
         yi = min(max(int(math.floor(y)), 0), self.h - 1)
         return self.image[yi, xi].copy()
 
-    def draw(self, prim: _Primitive, fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | np.ndarray,
+    def draw(self, prim: _Primitive,
+             fill: Callable[[np.ndarray, np.ndarray], np.ndarray] | np.ndarray,
              owner_id: int, opacity: float = 1.0, softness: float = 1.0,
              border: tuple[float, np.ndarray] | None = None) -> tuple[_Region, int]:
         """Composite ``prim`` onto the canvas.
@@ -507,7 +514,8 @@ class _Canvas:
             return region, full_count
         rows, cols, lrows, lcols = sl
         sdf_c = sdf[lrows, lcols]
-        colour = fill(px, py)[lrows, lcols] if callable(fill) else np.asarray(fill, dtype=np.float64)
+        colour = (fill(px, py)[lrows, lcols] if callable(fill)
+                  else np.asarray(fill, dtype=np.float64))
         if border is not None:
             bw, bcol = border
             alpha_out = np.clip(0.5 - sdf_c / softness, 0.0, 1.0) * opacity
@@ -539,11 +547,13 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     img = base + ramp[..., None] * rng.uniform(-60.0, 60.0, 3)
     # coarse colour clouds
     k = int(rng.integers(2, 5))
-    img = img + _upsample_bilinear(rng.standard_normal((k, k, 3)), h, w) * float(rng.uniform(8.0, 35.0))
+    img = img + (_upsample_bilinear(rng.standard_normal((k, k, 3)), h, w)
+                 * float(rng.uniform(8.0, 35.0)))
     # finer luminance noise
     kf_y = max(2, h // int(rng.integers(6, 14)))
     kf_x = max(2, w // int(rng.integers(6, 14)))
-    img = img + _upsample_bilinear(rng.standard_normal((kf_y, kf_x, 1)), h, w) * float(rng.uniform(0.0, 18.0))
+    img = img + (_upsample_bilinear(rng.standard_normal((kf_y, kf_x, 1)), h, w)
+                 * float(rng.uniform(0.0, 18.0)))
     u = rng.random()
     if u < 0.3:  # faint texture
         c, s = _cos_sin(float(rng.uniform(0.0, 2.0 * math.pi)))
@@ -559,7 +569,8 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0.0, 255.0)
 
 
-def _contrasting_colour(rng: np.random.Generator, bg: np.ndarray, min_contrast: float = 22.0) -> np.ndarray:
+def _contrasting_colour(rng: np.random.Generator, bg: np.ndarray,
+                        min_contrast: float = 22.0) -> np.ndarray:
     """Random colour at a random RGB distance (contrast) from ``bg`` (``(3,)`` float64).
 
     The requested distance is uniform in ``[min_contrast, 150]``; clipping to
@@ -780,7 +791,8 @@ def _annotate(owner: np.ndarray, obj_id: int, region: _Region, full: int) -> dic
     return {
         "bbox": [float(x0), float(y0), float(bw), float(bh)],
         "area": float(visible),
-        "segmentation": {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"]},
+        "segmentation": {"size": [int(rle["size"][0]), int(rle["size"][1])],
+                         "counts": rle["counts"]},
     }
 
 
@@ -812,7 +824,8 @@ def _normalise_size(image_size: int | Sequence[int]) -> int | tuple[int, int]:
     if len(vals) == 1:
         return _normalise_size(vals[0])
     if len(vals) != 2 or vals[0] > vals[1] or vals[0] < 16:
-        raise ValueError(f"image_size must be an int >= 16 or (min, max) with 16 <= min <= max, got {image_size}")
+        raise ValueError("image_size must be an int >= 16 or (min, max) with 16 <= min <= max, "
+                         f"got {image_size}")
     return vals if vals[0] != vals[1] else vals[0]
 
 
@@ -869,7 +882,8 @@ def _generate_split(out_dir: str, split: str, n: int, image_size: int | tuple[in
         if not cv2.imwrite(os.path.join(img_dir, file_name), rec.pixels):
             raise OSError(f"cv2.imwrite failed for {os.path.join(img_dir, file_name)}")
         image_id = i + 1
-        images.append({"id": image_id, "file_name": file_name, "width": rec.width, "height": rec.height})
+        images.append({"id": image_id, "file_name": file_name, "width": rec.width,
+                       "height": rec.height})
         for ann in rec.annotations:
             annotations.append({
                 "id": ann_id,

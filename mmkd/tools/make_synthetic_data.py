@@ -76,7 +76,8 @@ def summarise(ann_file: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    size = args.image_size[0] if len(args.image_size) == 1 else (args.image_size[0], args.image_size[1])
+    size = (args.image_size[0] if len(args.image_size) == 1
+            else (args.image_size[0], args.image_size[1]))
     start = time.perf_counter()
     paths = generate_synthetic_coco(args.out_dir, num_train=args.num_train, num_val=args.num_val,
                                     image_size=size, seed=args.seed, max_objects=args.max_objects,

@@ -9,8 +9,7 @@ feature weight 5e-4, relation over the batch, no adapter, canonical pooling rule
 through ``DistillContext(teacher_head_outs=...)``.
 """
 import pytest
-import torch
-from golden_utils import assert_same, assert_scalar, assert_tensor, assert_tensors, load_case
+from golden_utils import assert_same, assert_scalar, assert_tensors, load_case
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules

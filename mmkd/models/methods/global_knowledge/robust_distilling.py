@@ -110,7 +110,8 @@ class RobustDistillingModule(BaseDistillLoss):
             and level kept by the online bank, 100); ``refresh_interval`` (None).
     """
 
-    def __init__(self, boxes: str = 'auto', level_reduction: Optional[str] = None, fg_weight: float = 1.0, bg_weight: float = 4.0,
+    def __init__(self, boxes: str = 'auto', level_reduction: Optional[str] = None,
+                 fg_weight: float = 1.0, bg_weight: float = 4.0,
                  soft_weight: float = 1.0, temperature: float = 2.0,
                  relation_weight: float = 0.0, feat_schedule: Optional[dict] = None,
                  pgm: Optional[dict] = None, descriptor: str = 'int_crop',
@@ -134,7 +135,8 @@ class RobustDistillingModule(BaseDistillLoss):
                             refresh_interval=None)
         unknown = set(pgm or {}) - set(self.pgm_cfg)
         if unknown:
-            raise ValueError(f'unknown pgm settings {sorted(unknown)}; known: {sorted(self.pgm_cfg)}')
+            raise ValueError(f'unknown pgm settings {sorted(unknown)}; '
+                             f'known: {sorted(self.pgm_cfg)}')
         self.pgm_cfg.update(pgm or {})
         check_choice('pgm.mode', self.pgm_cfg['mode'], ('offline', 'online'))
         self.pgm: Optional[PrototypeGenerationModule] = None
