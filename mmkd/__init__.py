@@ -11,8 +11,8 @@
   torch version, and routes mmengine's local checkpoint loads through the same safe loader
   (:mod:`mmkd.utils.torch_compat`).
 """
-from .version import __version__
 from .utils.dependencies import check_environment
+from .version import __version__
 
 check_environment()
 

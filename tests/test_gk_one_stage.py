@@ -5,10 +5,9 @@ from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from mmengine.logging import MessageHub
 
+from conftest import TINY_RETINA as RETINA  # noqa: E402
 from mmkd.models import soft_label_kl
 from mmkd.models.utils import MethodRecorder
-
-from conftest import TINY_RETINA as RETINA  # noqa: E402
 
 
 def test_retinanet_student_positive_anchor_soft_label_matches_hand_computation():

@@ -6,8 +6,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 
-from mmkd.models import (ChannelWiseDistillLoss, DistillContext, FGDLoss, MGDLoss,
-                         PKDLoss)
+from mmkd.models import ChannelWiseDistillLoss, DistillContext, FGDLoss, MGDLoss, PKDLoss
 from mmkd.models.losses.fgd import fgd_attention, fgd_masks, fgd_masks_released
 from mmkd.models.losses.mgd import random_keep_mask
 

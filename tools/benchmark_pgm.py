@@ -23,7 +23,6 @@ from types import SimpleNamespace
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import mmkd  # noqa: E402,F401
 import torch  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
@@ -31,6 +30,7 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.logging import MessageHub  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+import mmkd  # noqa: E402,F401
 from mmkd.apis import load_config  # noqa: E402
 from mmkd.apis.benchmark import device_name, real_batches, timed_train_step  # noqa: E402
 from mmkd.models.methods.global_knowledge import PGMHook, RobustDistillingModule  # noqa: E402

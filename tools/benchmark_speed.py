@@ -42,10 +42,10 @@ import torch  # noqa: E402
 
 from mmkd.apis.benchmark import device_name  # noqa: E402
 from mmkd.benchmark.runs import data_options, load_resolved, split_method_options  # noqa: E402
-from mmkd.benchmark.speed import (COCO_PAIRS, CocoSpeedResult, coco_methods,  # noqa: E402
-                                  coco_speed_section, coco_speed_table, measure_coco_method,
-                                  measure_cpu_memory, measure_method, memory_section,
-                                  SpeedResult, speed_section, speed_table,
+from mmkd.benchmark.speed import (COCO_PAIRS, CocoSpeedResult, SpeedResult,  # noqa: E402
+                                  coco_methods, coco_speed_section, coco_speed_table,
+                                  measure_coco_method, measure_cpu_memory, measure_method,
+                                  memory_section, speed_section, speed_table,
                                   write_gpu_speed_section, write_memory_section,
                                   write_speed_section)
 from mmkd.benchmark.suite import DISTILL_METHODS  # noqa: E402

@@ -17,11 +17,12 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import mmkd  # noqa: E402,F401
 import torch  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
+
+import mmkd  # noqa: E402,F401
 from mmkd.apis import is_distill, load_config  # noqa: E402
 from mmkd.apis.benchmark import device_name, real_batches, timed_train_step  # noqa: E402
 

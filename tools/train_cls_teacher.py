@@ -75,9 +75,10 @@ def split_files(cfg: Config, split: str) -> Tuple[str, str]:
 def load_objects(ann_file: str, img_dir: str, classes: Sequence[str],
                  min_size: float) -> List[Tuple[str, np.ndarray, np.ndarray]]:
     """Per image with objects: (path, (n, 4) xyxy boxes, (n,) labels). Classes by name."""
-    from pycocotools.coco import COCO
     import contextlib
     import io
+
+    from pycocotools.coco import COCO
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(ann_file)
     name_to_label = {n: i for i, n in enumerate(classes)}

@@ -1,7 +1,7 @@
 from .checkpoint import (CheckpointError, CheckpointMismatchError, CheckpointNotFoundError,
                          CorruptCheckpointError, allow_mmengine_checkpoint_types,
-                         export_student_checkpoint, load_checkpoint_file, load_strict,
-                         save_atomic, student_state_dict)
+                         export_student_checkpoint, load_checkpoint_file, load_strict, save_atomic,
+                         student_state_dict)
 from .config import load_model_cfg
 from .paths import REPO_ROOT, resolve_path
 

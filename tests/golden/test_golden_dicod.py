@@ -10,12 +10,12 @@ padding after a one-sided clamp (x1, y1 >= 0, x2 <= W, y2 <= H): ``DICODLoss``'s
 """
 import pytest
 import torch
-from golden_utils import assert_scalar, assert_tensor, load_case
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
 from mmengine.structures import InstanceData
 
+from golden_utils import assert_scalar, assert_tensor, load_case
 from mmkd.models import DistillContext
 from mmkd.models.methods.dicod import DICODLoss, Positives, crop_and_resize
 

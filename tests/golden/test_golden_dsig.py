@@ -14,7 +14,6 @@ Fixtures ``dsig/*.pt`` (``CASES.md``, "DSIG"):
 from typing import List
 
 import torch
-from golden_utils import assert_same, assert_scalar, assert_tensor, assert_tensors, load_case
 from mmdet.models.task_modules.assigners import AssignResult
 from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.registry import MODELS
@@ -24,10 +23,11 @@ from mmdet.utils import register_all_modules
 from torch import Tensor
 
 from conftest import STUDENT_CFG, TINY_RETINA
+from golden_utils import assert_same, assert_scalar, assert_tensor, assert_tensors, load_case
 from mmkd.models import DistillContext
 from mmkd.models.distill_context import StudentRoIs
-from mmkd.models.methods.dsig import (StructuredInstanceGraphLoss, edge_loss,
-                                      mine_hard_backgrounds, node_loss)
+from mmkd.models.methods.dsig import (StructuredInstanceGraphLoss, edge_loss, mine_hard_backgrounds,
+                                      node_loss)
 from mmkd.models.utils.box_pool import boxes_to_rois
 from mmkd.utils.config import load_model_cfg
 

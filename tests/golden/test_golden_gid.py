@@ -9,12 +9,12 @@ feature weight 5e-4, relation over the batch, no adapter, canonical pooling rule
 through ``DistillContext(teacher_head_outs=...)``.
 """
 import pytest
-from golden_utils import assert_same, assert_scalar, assert_tensors, load_case
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
 
 from conftest import TINY_RETINA
+from golden_utils import assert_same, assert_scalar, assert_tensors, load_case
 from mmkd.models import DistillContext
 from mmkd.models.methods.gid import GeneralInstanceDistillLoss
 from mmkd.models.utils.box_pool import boxes_to_rois

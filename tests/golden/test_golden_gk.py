@@ -14,19 +14,19 @@ from typing import Dict
 import pytest
 import torch
 import torch.nn.functional as F
-from golden_utils import assert_same, assert_scalar, assert_tensor, assert_tensors, load_case
 from mmdet.models.task_modules import AssignResult, SamplingResult
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox2roi
 from mmengine.structures import InstanceData
 
+from golden_utils import assert_same, assert_scalar, assert_tensor, assert_tensors, load_case
 from mmkd.models import DistillContext, soft_label_kl
 from mmkd.models.distill_context import StudentRoIs
 from mmkd.models.losses import WeightSchedule
-from mmkd.models.methods.global_knowledge import (PrototypeGenerationModule,
-                                                  RobustDistillingModule, density_filter,
-                                                  gk_levels, joint_matching_pursuit, robustness)
+from mmkd.models.methods.global_knowledge import (PrototypeGenerationModule, RobustDistillingModule,
+                                                  density_filter, gk_levels, joint_matching_pursuit,
+                                                  robustness)
 from mmkd.models.utils import TrainProgress
 from mmkd.utils.config import load_model_cfg
 

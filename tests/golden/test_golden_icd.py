@@ -12,15 +12,15 @@ from functools import lru_cache
 
 import pytest
 import torch
-from golden_utils import assert_same, assert_scalar, assert_tensor, assert_tensors, load_case
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 from torch import nn
 
+from golden_utils import assert_same, assert_scalar, assert_tensor, assert_tensors, load_case
 from mmkd.models import DistillContext
-from mmkd.models.methods.icd import (InstanceBatch, InstanceConditionalDistillLoss,
-                                     InstancePriors, build_instances, flatten_levels,
-                                     instance_sizes_px, level_padding_mask)
+from mmkd.models.methods.icd import (InstanceBatch, InstanceConditionalDistillLoss, InstancePriors,
+                                     build_instances, flatten_levels, instance_sizes_px,
+                                     level_padding_mask)
 from mmkd.models.utils import TrainProgress
 
 FORWARD_CASES = ['retinanet_same_size', 'retinanet_diff_size', 'retinanet_no_gt_image']

@@ -9,11 +9,11 @@ from typing import Dict, List, Sequence
 
 import pytest
 import torch
-from golden_utils import assert_same, assert_scalar, assert_tensor, assert_tensors, load_case
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
+from golden_utils import assert_same, assert_scalar, assert_tensor, assert_tensors, load_case
 from mmkd.models import ChannelWiseDistillLoss, DistillContext, FGDLoss, MGDLoss, PKDLoss
 from mmkd.models.losses.fgd import fgd_masks_released
 

@@ -1,6 +1,7 @@
 """The golden comparisons themselves: they must reject values just outside the tolerances."""
 import pytest
 import torch
+
 from golden_utils import assert_same, assert_scalar, assert_tensor
 
 

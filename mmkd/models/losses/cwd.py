@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from ..distill_context import DistillContext
 from .base import BaseDistillLoss, require_finite
-from .functional import soft_label_kl
 from .fpn_levels import conv1x1_adapters, level_pairs, resolve_levels, resolve_neck_channels
+from .functional import soft_label_kl
 
 
 @MODELS.register_module()

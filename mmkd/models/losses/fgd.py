@@ -13,7 +13,6 @@ from ..utils.box_mask import paint_batch_masks, paint_inclusive_cells
 from .base import BaseDistillLoss, require_finite
 from .fpn_levels import conv1x1_adapters, level_pairs, resolve_levels, resolve_neck_channels
 
-
 #: FGDLoss ``mask_rule`` values: the released code's rule (default) and mmkd's cover rule.
 FGD_MASK_RULES = ('released', 'cover')
 

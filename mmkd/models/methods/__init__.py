@@ -1,3 +1,4 @@
 """One sub-package per published distillation method."""
 from . import dsig, gid, global_knowledge, icd  # noqa: F401
-from . import dicod  # noqa: F401,E402  (DICOD: classifier teacher)
+
+from . import dicod  # noqa: F401,E402  isort: skip  (DICOD: classifier teacher)
