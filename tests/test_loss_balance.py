@@ -85,7 +85,7 @@ def grad_of(pair, key):
     return float(torch.autograd.grad(out[key], leaves[key])[0])
 
 
-# ---- pure functions -------------------------------------------------------------------------------
+# ---- pure functions ------------------------------------------------------------------------------
 def test_detection_loss_is_the_sum_of_the_students_loss_keys_as_mmengine_parses_them():
     losses = {'loss_rpn_cls': [t(0.5), t(0.25)], 'loss_cls': torch.tensor([1.0, 3.0]),
               'acc': t(90.0), 'loss_cwd': t(10.0), 'loss_gk': t(7.0)}
@@ -111,7 +111,7 @@ def test_measure_only_keeps_the_value_and_passes_no_gradient():
     assert torch.equal(x.grad, torch.ones(2))  # only the second term's gradient
 
 
-# ---- the report -----------------------------------------------------------------------------------
+# ---- the report ----------------------------------------------------------------------------------
 def test_report_ratios_warning_and_json_schema(logs):
     b = balancer({'loss_a': 3.0, 'loss_gk': 1.0}, report=dict(iters=3, warn_ratio=1.0))
     owners = {'loss_a': 'loss_a', 'loss_gk_fg': 'loss_gk', 'loss_gk_bg': 'loss_gk'}
@@ -167,7 +167,7 @@ def test_the_schedule_factor_is_left_out_of_the_ratio_and_in_the_final_ratio():
     assert rep['detection_loss'] == 2.0 and rep['measured_iters'] == 2
 
 
-# ---- auto_balance ----------------------------------------------------------------------------------
+# ---- auto_balance --------------------------------------------------------------------------------
 def test_auto_balance_scales_by_hand_with_only_decrease_zero_and_delayed_terms(logs):
     b = balancer({'loss_big': 2.0, 'loss_small': 1.0, 'loss_zero': 1.0, 'loss_late': 1.0},
                  auto=dict(iters=2, target_ratio=0.5))
@@ -315,7 +315,7 @@ def test_option_errors_name_the_valid_values():
     assert parse_auto_balance(True, ['loss_a'])['target_ratio'] == 0.5
 
 
-# ---- two processes --------------------------------------------------------------------------------
+# ---- two processes -------------------------------------------------------------------------------
 DDP_SCRIPT = r'''
 import json, os, sys
 import torch, torch.distributed as tdist
@@ -350,6 +350,8 @@ except RuntimeError as exc:
     out['mismatch'] = str(exc)
 with open(os.path.join({out!r}, f'rank{{rank}}.json'), 'w') as f:
     json.dump(out, f)
+tdist.barrier()
+tdist.destroy_process_group()  # a gloo group left open can abort the interpreter at exit
 '''
 
 
@@ -383,7 +385,7 @@ def test_keys_checksum_depends_on_names_and_order():
     assert keys_checksum(['a', 'b']) == keys_checksum(['a', 'b']) < 2 ** 32
 
 
-# ---- DistillDetector -------------------------------------------------------------------------------
+# ---- DistillDetector -----------------------------------------------------------------------------
 def _kd_model(**model_opts):
     from mmdet.registry import MODELS
     from mmengine.config import Config, DictAction

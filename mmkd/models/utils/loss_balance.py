@@ -173,7 +173,7 @@ def measure_only(x: Tensor) -> Tensor:
     return _MeasureOnly.apply(x)
 
 
-# ---- options --------------------------------------------------------------------------------------
+# ---- options -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TermOptions:
     """auto_balance settings of one term."""
@@ -287,9 +287,9 @@ def parse_auto_balance(spec: Union[bool, Mapping, None], loss_names: Sequence[st
     return opts
 
 
-# ---- the balancer -----------------------------------------------------------------------------------
+# ---- the balancer --------------------------------------------------------------------------------
 def _new_term() -> Dict[str, Any]:
-    # start: step of the first non-zero value (-1: not yet); n, sum, det_sum: the window so far
+    # start: step of the first active iteration (-1: not yet); n, sum, det_sum: its window
     return dict(start=-1, n=0, sum=0.0, det_sum=0.0, ratio=0.0, scale=1.0, decided=False,
                 warned=False)
 
@@ -368,7 +368,7 @@ class LossBalancer:
                            float(over.get('target_ratio', self.auto['target_ratio'])),
                            bool(over.get('only_decrease', self.auto['only_decrease'])))
 
-    # ---- state -------------------------------------------------------------------------------------
+    # ---- state -----------------------------------------------------------------------------------
     def _fresh_state(self) -> Dict[str, Any]:
         # step: loss() calls measured so far (= the next iteration under a runner)
         # det_first: [sum D, count] over steps 0 .. iters-1 (the report's detection_loss)
@@ -395,8 +395,9 @@ class LossBalancer:
                       f'config says {self.iters}; windows still open use {self.iters}',
                       logger='current', level=30)
         self.state = copy.deepcopy(dict(state))
+        self.state['iters'] = self.iters
 
-    # ---- the step ------------------------------------------------------------------------------------
+    # ---- the step --------------------------------------------------------------------------------
     def __call__(self, losses: Dict[str, Any], terms: Mapping[str, str],
                  weights: Mapping[str, float], progress: TrainProgress,
                  training: bool = True) -> Dict[str, Any]:
