@@ -1,5 +1,33 @@
 """mmkd's command-line tools, runnable from a checkout (``python tools/NAME.py``), after
 ``pip install`` (``python -m mmkd.tools.NAME`` or the ``mmkd-*`` console scripts) and through
-``mim`` (``mim train mmkd CONFIG``: the wheel carries the ``tools/`` wrappers in ``mmkd/.mim``).
-Each ``tools/NAME.py`` of the checkout is a thin wrapper of ``mmkd.tools.NAME.main``.
+``mim`` (``mim train mmkd CONFIG``: a built mmkd carries the scripts in ``mmkd/.mim/tools``).
+
+``make_synthetic_data``, ``dist_launch``, ``dist_train`` and ``dist_test`` live here. The other
+tools' code is still the script ``tools/NAME.py`` of mmkd's root (the checkout, or ``mmkd/.mim``
+of a built mmkd, see :mod:`mmkd.utils.paths`): ``python -m mmkd.tools.NAME`` runs that one
+script, so there is a single copy of each tool.
 """
+from __future__ import annotations
+
+import os.path as osp
+import runpy
+import sys
+from typing import Optional, Sequence
+
+
+def run_tool_script(name: str, argv: Optional[Sequence[str]] = None) -> None:
+    """Run ``<mmkd root>/tools/<name>.py`` as ``__main__`` with ``argv`` (default: this
+    process's arguments), as ``python tools/<name>.py ARGS`` would from a checkout."""
+    from mmkd.utils.paths import REPO_ROOT
+    script = osp.join(REPO_ROOT, 'tools', f'{name}.py')
+    if not osp.isfile(script):
+        raise FileNotFoundError(
+            f"mmkd tool '{name}' not found at {script}: this mmkd was installed without its "
+            'tools. Reinstall it from a wheel or a checkout (pip install mmkd-*.whl).')
+    args = list(sys.argv[1:] if argv is None else argv)
+    saved = sys.argv
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(script, run_name='__main__')
+    finally:
+        sys.argv = saved

@@ -1,0 +1,16 @@
+"""``python -m mmkd.tools.train_cls_teacher ARGS``: runs
+``tools/train_cls_teacher.py ARGS`` of mmkd's root
+(the checkout, or ``mmkd/.mim`` of a built mmkd).
+"""
+import sys
+from typing import Optional, Sequence
+
+from mmkd.tools import run_tool_script
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run_tool_script('train_cls_teacher', argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
