@@ -108,13 +108,26 @@ def student_roi_step(model, inputs, samples, seed: int):
     return sres, bbox2roi([r.priors for r in sres]), idx, out
 
 
-def run_tool(args: List[str], timeout: int = 600, env: dict = None) -> subprocess.CompletedProcess:
-    """Run a repo tool with this interpreter; fail with its output on a non-zero exit."""
-    full_env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1', **(env or {}))
+def tool_env(env: dict = None) -> dict:
+    """The environment the tools run in: this checkout first on the path, one thread, and no
+    launcher variables leaking in from the test process (LOCAL_RANK, RANK, MASTER_PORT, ...)."""
+    base = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    return dict(base, PYTHONPATH=REPO, OMP_NUM_THREADS='1', **(env or {}))
+
+
+#: Variables torchrun sets for its workers; a tool started by a test must not inherit them.
+LAUNCHER_VARS = ('LOCAL_RANK', 'RANK', 'WORLD_SIZE', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR',
+                 'MASTER_PORT', 'GROUP_RANK', 'ROLE_RANK', 'TORCHELASTIC_RUN_ID', 'PORT')
+
+
+def run_tool(args: List[str], timeout: int = 600, env: dict = None,
+             expect_fail: bool = False) -> subprocess.CompletedProcess:
+    """Run a repo tool with this interpreter; fail with its output on a non-zero exit (on a
+    zero exit with ``expect_fail``)."""
     cmd = args if args[0] == 'bash' else [sys.executable] + args
-    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=REPO, env=tool_env(env), capture_output=True, text=True,
                           timeout=timeout)
-    if proc.returncode != 0:
+    if (proc.returncode != 0) != expect_fail:
         raise AssertionError(f'{" ".join(cmd)} exited {proc.returncode}\n--- stdout ---\n'
                              f'{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}')
     return proc

@@ -4,7 +4,6 @@ import os
 import os.path as osp
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -135,19 +134,17 @@ def test_killed_run_resumes_to_identical_weights(kd_run, tmp_path, synthetic_dat
     assert all(torch.equal(a[k], b[k]) for k in a), {k: v for k, v in diff.items() if v}
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_dist_train_two_cpu_processes(tmp_path, synthetic_data, teacher_ckpt):
     work = tmp_path / 'dist'
     args = train_args(work, synthetic_data, teacher_ckpt, ['train_cfg.max_epochs=1'])[1:]
+    # no PORT: the launcher binds a free port itself (torchrun --standalone), no race
     proc = run_tool(['bash', 'tools/dist_train.sh', args[0], '2', *args[1:]],
-                    env=dict(PORT=str(_free_port()), PYTHON=sys.executable))
+                    env=dict(PYTHON=sys.executable))
     log = proc.stdout + proc.stderr
     assert 'gloo' in log
+    # both ranks tore the process group down before exiting (no abort at interpreter exit)
+    assert 'terminate called' not in log and log.count('mmkd: process group closed') == 2, \
+        log[-3000:]
     assert osp.isfile(work / 'epoch_1.pth') and osp.isfile(work / 'epoch_1_student.pth')
     assert 'Distributed training: True' in log and 'GPU number: 2' in log, log[-3000:]
     # 12 images, 3 per batch: 4 iterations per epoch alone, 2 per rank when the data is split
@@ -169,3 +166,118 @@ def test_teacher_eval_hook_logs_metrics_and_stops_on_a_bad_teacher(tmp_path, syn
     metrics = runner.message_hub.get_info('teacher_metrics')
     assert 'coco/bbox_mAP' in metrics and metrics['coco/bbox_mAP'] < 0.5
     assert runner.iter == 0  # stopped before any training step
+
+
+# ---- user files are never touched; mmkd-written files are written atomically ---------------------
+def _snapshot(paths):
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths}
+
+
+def test_twin_hook_touches_only_the_twins_it_wrote(kd_run, tmp_path, synthetic_data,
+                                                   teacher_ckpt):
+    """The run's own student_ckpt, a twin of another run and a note stay byte- and mtime-exact;
+    the hook's own twin of a checkpoint mmengine rotates out (max_keep_ckpts=1) goes, logged."""
+    done, _ = kd_run
+    work = tmp_path / 'w'
+    work.mkdir()
+    baseline = work / 'baseline_student.pth'
+    baseline.write_bytes((done / 'epoch_3_student.pth').read_bytes())
+    foreign = work / 'epoch_1_student.pth'  # a kept twin whose full checkpoint is gone
+    foreign.write_bytes((done / 'epoch_2_student.pth').read_bytes())
+    notes = work / 'notes.txt'
+    notes.write_text('my notes')
+    before = _snapshot([baseline, foreign, notes])
+    proc = run_tool(train_args(work, synthetic_data, teacher_ckpt,
+                               ['default_hooks.checkpoint.max_keep_ckpts=1',
+                                f'model.student_ckpt={baseline}']))
+    log = proc.stdout + proc.stderr
+    assert _snapshot([baseline, foreign, notes]) == before
+    assert f'{foreign} exists and was not written by this hook' in log
+    assert not (work / 'epoch_2.pth').exists() and not (work / 'epoch_2_student.pth').exists()
+    assert f'removed {work / "epoch_2_student.pth"}' in log
+    assert (work / f'epoch_{EPOCHS}.pth').exists() and (work / f'epoch_{EPOCHS}_student.pth').exists()
+    assert not [n for n in os.listdir(work) if n.endswith('.mmkd-tmp')]
+
+
+def test_export_tool_refuses_to_replace_a_training_checkpoint(kd_run, tmp_path):
+    work, _ = kd_run
+    src = work / f'epoch_{EPOCHS}.pth'
+    before = _snapshot([src, work / 'epoch_2.pth'])
+    proc = run_tool(['tools/export_student.py', str(src), '--out', str(src)], expect_fail=True)
+    assert 'is the input checkpoint itself' in proc.stderr
+    proc = run_tool(['tools/export_student.py', str(src), '--out', str(work / 'epoch_2.pth')],
+                    expect_fail=True)
+    assert 'is a training checkpoint' in proc.stderr and '--force' in proc.stderr
+    assert _snapshot([src, work / 'epoch_2.pth']) == before
+
+
+# ---- --resume is strict and checked before training ---------------------------------------------
+def test_resume_from_a_student_twin_or_another_config_stops_up_front(kd_run, tmp_path,
+                                                                     synthetic_data,
+                                                                     teacher_ckpt):
+    work, _ = kd_run
+    twin = work / f'epoch_{EPOCHS}_student.pth'
+    proc = run_tool(train_args(tmp_path / 'a', synthetic_data, teacher_ckpt) +
+                    ['--resume', str(twin)], expect_fail=True)
+    err = proc.stderr
+    assert 'CheckpointMismatchError' in err and 'student-only file' in err
+    assert f'model.student_ckpt={twin}' in err and 'Epoch(train)' not in proc.stdout
+    other = torch.load(work / f'epoch_{EPOCHS}.pth', weights_only=True)
+    other['state_dict']['distill_losses.loss_pkd.adapter.weight'] = torch.zeros(4, 4, 1, 1)
+    path = tmp_path / 'other_config.pth'
+    torch.save(other, path)
+    proc = run_tool(train_args(tmp_path / 'b', synthetic_data, teacher_ckpt) +
+                    ['--resume', str(path)], expect_fail=True)
+    assert f"resume checkpoint '{path}' does not match" in proc.stderr
+    assert 'another distillation config' in proc.stderr
+    assert 'Epoch(train)' not in proc.stdout
+
+
+# ---- mmkd's tools check upstream failures up front -----------------------------------------------
+def test_teacher_with_classes_in_another_order_is_refused(tmp_path, synthetic_data,
+                                                          teacher_ckpt):
+    ckpt = torch.load(teacher_ckpt, weights_only=True)
+    classes = ckpt['meta']['dataset_meta']['classes']
+    ckpt['meta']['dataset_meta']['classes'] = classes[::-1]
+    path = tmp_path / 'reordered.pth'
+    torch.save(ckpt, path)
+    proc = run_tool(train_args(tmp_path / 'w', synthetic_data, path), expect_fail=True)
+    assert 'the same names in another order' in proc.stderr
+    assert str(classes[::-1]) in proc.stderr and str(classes) in proc.stderr
+    assert 'Epoch(train)' not in proc.stdout
+
+
+def test_empty_val_set_and_misspelt_option_fail_before_training(tmp_path, synthetic_data,
+                                                                teacher_ckpt):
+    import json
+    ann = json.loads(open(synthetic_data['val_ann']).read())
+    ann.update(images=[], annotations=[])
+    empty = tmp_path / 'empty_val.json'
+    empty.write_text(json.dumps(ann))
+    args = train_args(tmp_path / 'w', synthetic_data, teacher_ckpt)
+    args = [a.replace(synthetic_data['val_ann'], str(empty)) for a in args]
+    args = [a for a in args if not a.startswith('val_dataloader.dataset.data_root')] + [
+        f'val_dataloader.dataset.ann_file={empty}']
+    proc = run_tool(args, expect_fail=True)
+    assert 'the val set is empty' in proc.stderr and 'val_cfg=None' in proc.stderr
+    assert 'Epoch(train)' not in proc.stdout
+    proc = run_tool(train_args(tmp_path / 'w2', synthetic_data, teacher_ckpt,
+                               ['trian_cfg.max_epochs=1']), expect_fail=True)
+    assert "'trian_cfg' is not an entry of the config (did you mean train_cfg" in proc.stderr
+
+
+def test_segm_on_a_box_model_fails_before_inference(kd_run, synthetic_data):
+    work, _ = kd_run
+    proc = run_tool(['tools/test.py', STUDENT_CFG, str(work / f'epoch_{EPOCHS}_student.pth'),
+                     '--eval', 'segm', '--work-dir', str(work / 'segm'), '--cfg-options',
+                     *data_options(synthetic_data)], expect_fail=True)
+    assert '--eval segm' in proc.stderr and 'predicts boxes only' in proc.stderr
+    assert 'Epoch(test)' not in proc.stdout
+
+
+def test_tools_log_no_known_third_party_deprecations(kd_run):
+    _, proc = kd_run
+    log = proc.stdout + proc.stderr
+    for text in ('"FileClient" will be deprecated', '"HardDiskBackend" is the alias',
+                 'pkg_resources is deprecated', '`torch.jit.script` is deprecated'):
+        assert text not in log, text

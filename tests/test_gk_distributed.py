@@ -1,7 +1,6 @@
 """Two gloo processes with different data end with identical prototypes."""
 import contextlib
 import os
-import socket
 import time
 
 import torch
@@ -28,19 +27,20 @@ def _loss(mode):
 
 
 @contextlib.contextmanager
-def _gloo(rank, port):
-    """A two-process gloo group for the body of the block."""
+def _gloo(rank, store):
+    """A two-process gloo group for the body of the block. The ranks meet through a file
+    (``store``, new for each test), so no port is chosen first and bound later (a race with
+    any other process on the machine)."""
     os.environ['OMP_NUM_THREADS'] = '1'
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-                            world_size=2)
+    dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2)
     try:
         yield
     finally:
         dist.destroy_process_group()
 
 
-def _worker(rank, port, out_dir):
-    with _gloo(rank, port):
+def _worker(rank, store, out_dir):
+    with _gloo(rank, store):
         offline = _loss('offline')
         offline.generate_prototypes(*_data(rank))
         online = _loss('online')
@@ -51,14 +51,8 @@ def _worker(rank, port, out_dir):
                    os.path.join(out_dir, f'rank{rank}.pt'))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_end_with_identical_prototypes(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(str(tmp_path / 'store'), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / 'rank0.pt', weights_only=True)
     r1 = torch.load(tmp_path / 'rank1.pt', weights_only=True)
     for mode in ('offline', 'online'):
@@ -75,9 +69,9 @@ def test_two_processes_end_with_identical_prototypes(tmp_path):
     assert r0['online']['proto_valid'].any()
 
 
-def _worker_uneven_banks(rank, port, out_dir):
+def _worker_uneven_banks(rank, store, out_dir):
     """Only rank 0 has bank entries; the epoch-start refresh must not deadlock."""
-    with _gloo(rank, port):
+    with _gloo(rank, store):
         from mmkd.models.utils import TrainProgress
         loss = _loss('online')
         loss.train()
@@ -89,8 +83,8 @@ def _worker_uneven_banks(rank, port, out_dir):
 
 
 def test_refresh_with_an_empty_bank_on_one_rank_does_not_deadlock(tmp_path):
-    port = _free_port()
-    context = mp.start_processes(_worker_uneven_banks, args=(port, str(tmp_path)), nprocs=2,
+    context = mp.start_processes(_worker_uneven_banks, args=(str(tmp_path / 'store'),
+                                                             str(tmp_path)), nprocs=2,
                                  join=False, start_method='spawn')
     deadline = time.time() + 120
     while not context.join(timeout=1):

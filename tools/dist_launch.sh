@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # torchrun launcher shared by dist_train.sh and dist_test.sh:
 #   bash tools/dist_launch.sh SCRIPT NUM_PROCS [script args]
+# One machine: a free port is picked by the launcher (set PORT to force one).
 # Several machines: set NNODES, NODE_RANK, MASTER_ADDR and PORT on each (same PORT/MASTER_ADDR).
 # Without GPUs the processes use the gloo backend on the CPU (tools/train.py and test.py set it).
 set -euo pipefail
@@ -15,7 +16,13 @@ if [ -z "${PYTHON:-}" ]; then
     PYTHON=python
   fi
 fi
-PYTHONPATH="$REPO:${PYTHONPATH:-}" exec "$PYTHON" -m torch.distributed.run \
-  --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
-  --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
+if [ "${NNODES:-1}" = "1" ] && [ -z "${PORT:-}" ]; then
+  # one machine, no PORT given: torchrun's --standalone binds a free port itself (port 0), so
+  # two jobs on one machine never collide and no port is chosen first and bound later (a race)
+  RDZV=(--standalone)
+else
+  RDZV=(--nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}"
+        --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}")
+fi
+PYTHONPATH="$REPO:${PYTHONPATH:-}" exec "$PYTHON" -m torch.distributed.run "${RDZV[@]}" \
   --nproc_per_node="$NPROC" "$REPO/tools/$SCRIPT" "$@"

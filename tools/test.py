@@ -12,12 +12,17 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mmkd.utils.tool_warnings import quiet_known_warnings  # noqa: E402
+
+quiet_known_warnings()
 import mmkd  # noqa: E402,F401
 from mmengine.config import ConfigDict  # noqa: E402
 from mmengine.model import is_model_wrapper  # noqa: E402
 
-from mmkd.apis import (add_common_args, build_runner, config_from_args,  # noqa: E402
-                       is_distill, setup_cpu_distributed, student_model_cfg)
+from mmkd.apis import (add_common_args, build_runner, check_eval_metrics,  # noqa: E402
+                       close_distributed, config_from_args, is_distill, setup_cpu_distributed,
+                       student_model_cfg)
+from mmkd.apis.runner_setup import check_datasets_not_empty  # noqa: E402
 from mmkd.utils.checkpoint import load_strict  # noqa: E402
 
 MMDET2_METRICS = {'bbox', 'segm', 'proposal', 'proposal_fast'}
@@ -48,6 +53,17 @@ def apply_eval_metrics(cfg, metrics) -> None:
         e.metric = list(metrics)
 
 
+def coco_metrics(cfg) -> list:
+    """Every metric name the config's CocoMetric test evaluators compute."""
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    names = []
+    for e in evaluators:
+        if str(e.get('type', '')).endswith('CocoMetric'):
+            m = e.get('metric', 'bbox')
+            names += [m] if isinstance(m, str) else list(m)
+    return names
+
+
 def main() -> None:
     args = parse_args()
     cfg = config_from_args(args)
@@ -67,11 +83,21 @@ def main() -> None:
     setup_cpu_distributed(cfg, args.launcher)
 
     runner = build_runner(cfg)
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    load_strict(model, args.checkpoint, role='test')
-    runner._has_loaded = True
-    metrics = runner.test()
-    print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    ok, model = False, None
+    try:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        # up front, before any inference: metrics the model can produce, a non-empty test
+        # set, and a checkpoint that fits (strict)
+        check_eval_metrics(runner, coco_metrics(cfg))
+        check_datasets_not_empty(runner, ('test', ))
+        load_strict(model, args.checkpoint, role='test')
+        runner._has_loaded = True
+        metrics = runner.test()
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+        ok = True
+    finally:
+        del runner, model  # drop the DDP wrapper before the process group goes
+        close_distributed(ok)
 
 
 if __name__ == '__main__':

@@ -4,16 +4,22 @@
     bash tools/dist_train.sh CONFIG NUM_PROCS [same flags]
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
+from mmkd.utils.tool_warnings import quiet_known_warnings  # noqa: E402
+
+quiet_known_warnings()
 import mmkd  # noqa: E402,F401  registers mmkd into mmdet's registries
 from mmengine.logging import print_log  # noqa: E402
 
 from mmkd.apis import (add_common_args, add_mmkd_hooks, build_runner,  # noqa: E402
-                       config_from_args, enable_amp, setup_cpu_distributed)
+                       close_distributed, config_from_args, enable_amp, preflight_train,
+                       setup_cpu_distributed, setup_resume)
+from mmkd.utils.faults import ENV as FAULT_ENV  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,19 +45,27 @@ def main() -> None:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, args.resume
+    resume = setup_resume(cfg, args.resume)
 
     added = add_mmkd_hooks(cfg)
     if added:
         print_log(f'mmkd: added hooks {added}', logger='current')
+    if os.environ.get(FAULT_ENV):  # test-only kill points, see mmkd/utils/faults.py
+        cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type='FaultInjectionHook')]
     if setup_cpu_distributed(cfg, args.launcher):
         print_log('mmkd: no CUDA device, distributed training on the gloo backend',
                   logger='current')
 
-    build_runner(cfg).train()
+    runner = build_runner(cfg)
+    ok = False
+    try:
+        # up front: strict resume check, empty data sets, teacher classes, boxes mmdet drops
+        preflight_train(runner, resume)
+        runner.train()
+        ok = True
+    finally:
+        del runner  # drop the DDP wrapper before the process group goes
+        close_distributed(ok)
 
 
 if __name__ == '__main__':

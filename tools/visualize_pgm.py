@@ -18,6 +18,9 @@ from types import SimpleNamespace
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mmkd.utils.tool_warnings import quiet_known_warnings  # noqa: E402
+
+quiet_known_warnings()
 import mmkd  # noqa: E402,F401
 import cv2  # noqa: E402
 import matplotlib  # noqa: E402
@@ -64,15 +67,24 @@ def pca2(x: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('config')
-    p.add_argument('checkpoint', nargs='?')
-    p.add_argument('--num-images', type=int, default=4)
-    p.add_argument('--split', choices=['val', 'train'], default='val')
-    p.add_argument('--classes', type=int, default=4, help='classes in the prototype plot')
-    p.add_argument('--level', type=int, default=1, help='FPN level of the prototype plot')
-    p.add_argument('--out-dir', default='work_dirs/pgm_vis')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction)
+    # the module docstring's first paragraph, whole (its first line alone stops mid-sentence)
+    p = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
+    p.add_argument('config', help='an mmkd Global-Knowledge config (RobustDistillingModule)')
+    p.add_argument('checkpoint', nargs='?',
+                   help='mmkd training checkpoint (prototypes, adapters and student weights '
+                   "are read from it); without one, prototypes are generated from the config's "
+                   'training images with the current student')
+    p.add_argument('--num-images', type=int, default=4, help='images to draw (default: 4)')
+    p.add_argument('--split', choices=['val', 'train'], default='val',
+                   help='data split the images come from (default: val)')
+    p.add_argument('--classes', type=int, default=4,
+                   help='classes in the prototype plot (default: 4)')
+    p.add_argument('--level', type=int, default=1,
+                   help='FPN level of the prototype plot (default: 1)')
+    p.add_argument('--out-dir', default='work_dirs/pgm_vis',
+                   help='where the PNG files go (default: work_dirs/pgm_vis)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config entries, e.g. model.teacher_ckpt=PATH')
     args = p.parse_args()
     register_all_modules()
     cfg = load_config(args.config, args.cfg_options)

@@ -17,7 +17,7 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 from torch import Tensor, nn
 
 from ...utils.checkpoint import load_strict
-from ...utils.config import ModelSpec, load_model_cfg
+from ...utils.config import ModelSpec, load_model_cfg, unknown_option_error
 from ..distill_context import DistillContext, StudentDenseTargets, StudentRoIs
 from ..losses.base import BaseDistillLoss
 from ..utils.init_from_teacher import ModuleMapSpec, copy_teacher_modules, resolve_module_map
@@ -135,8 +135,10 @@ class DistillDetector(BaseDetector):
         super().__init__(data_preprocessor=dp_cfg, init_cfg=init_cfg)
 
         self.student = MODELS.build(student_cfg)
+        self.student_ckpt_meta: dict = {}
+        self.teacher_ckpt_meta: dict = {}
         if student_ckpt is not None:
-            load_strict(self.student, student_ckpt, role='student')
+            self.student_ckpt_meta = load_strict(self.student, student_ckpt, role='student')
             self.student._is_init = True  # keep these weights when the runner initialises
             print_log(f'DistillDetector: student starts from {student_ckpt} (strict load)',
                       logger='current')
@@ -146,7 +148,9 @@ class DistillDetector(BaseDetector):
                       'initialisation. Distilling from it is meaningless; this is only useful '
                       'for smoke tests.', logger='current', level=30)
         else:
-            load_strict(teacher_model, teacher_ckpt, role='teacher')
+            #: the teacher checkpoint's ``meta`` (its ``dataset_meta`` classes are checked
+            #: against the data set by tools/train.py)
+            self.teacher_ckpt_meta = load_strict(teacher_model, teacher_ckpt, role='teacher')
             print_log(f'DistillDetector: loaded teacher weights strictly from {teacher_ckpt}',
                       logger='current')
         self.teacher_ckpt = teacher_ckpt
@@ -193,7 +197,11 @@ class DistillDetector(BaseDetector):
             if name in losses:
                 raise ValueError(f'two distill losses are named {name!r}; use the dict form '
                                  'with distinct names')
-            loss = MODELS.build(cfg)
+            try:
+                loss = MODELS.build(cfg)
+            except TypeError as exc:  # a misspelt option: name the loss and its valid options
+                raise (unknown_option_error(exc, MODELS.get(cfg['type']), f'distill loss '
+                                            f'{name!r}') or exc) from None
             if not isinstance(loss, BaseDistillLoss):
                 raise TypeError(f'{name}: {type(loss).__name__} is not an mmkd distillation '
                                 'loss (subclass mmkd.models.BaseDistillLoss).')
@@ -263,6 +271,16 @@ class DistillDetector(BaseDetector):
         shapes = [ds.img_shape for ds in batch_data_samples]
         return self.teacher_inputs(batch_inputs, shapes)
 
+    def teacher_features(self, batch_inputs: Tensor,
+                         batch_data_samples: SampleList) -> Tuple[Tensor, ...]:
+        """The teacher's (B, C, h_l, w_l) neck features of the student's (B, C, H, W) batch,
+        on the student's grid: computed from the teacher's own input convention, then cropped
+        back to the student's extent where the teacher pads further (larger
+        ``pad_size_divisor``)."""
+        t_inputs = self._teacher_batch(batch_inputs, batch_data_samples)
+        return self.teacher_inputs.crop_features(self.teacher.extract_feat(t_inputs),
+                                                 batch_inputs.shape[-2:], t_inputs.shape[-2:])
+
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> Dict[str, Tensor]:
         """Student detection losses plus weighted distillation losses (``loss_*`` keys)."""
         self._drop_degenerate_gt(batch_data_samples)
@@ -290,8 +308,7 @@ class DistillDetector(BaseDetector):
         ctx = DistillContext(
             self.student, self.teacher, batch_data_samples,
             student_feats=tuple(feat_rec.outputs[0]),
-            teacher_feats=lambda: self.teacher.extract_feat(
-                self._teacher_batch(batch_inputs, batch_data_samples)),
+            teacher_feats=lambda: self.teacher_features(batch_inputs, batch_data_samples),
             progress=progress,
             student_head_outs=head_rec.outputs[0] if head_rec and head_rec.calls else None,
             student_rois=self._student_rois(roi_rec) if roi_rec else None,

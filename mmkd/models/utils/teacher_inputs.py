@@ -6,16 +6,23 @@ input and std 1 under a pytorch-style student) would silently see wrong inputs, 
 MMRazor does. This adapter undoes the student's normalisation, applies the teacher's, re-fills the
 padding with the teacher's pad value and pads further when the teacher needs a larger size
 divisor. Batch augmentations run once, so both models see the same geometry.
+
+When the teacher pads further, its feature maps cover the extra padding too (a 96 px student
+batch becomes 128 px for a ``pad_size_divisor=64`` teacher: 32x32 instead of 24x24 at stride 4).
+:meth:`TeacherInputAdapter.crop_features` cuts every level back to the student's extent, so the
+losses compare the same pixels level by level.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ...utils.faults import fault_point
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class TeacherInputAdapter:
             (B, C, H', W') teacher inputs; H' >= H and W' >= W only when the teacher's
             ``pad_size_divisor`` requires it.
         """
+        fault_point('teacher_forward')  # test-only seam, see mmkd/utils/faults.py
         if self.identity:
             return inputs
         x = inputs
@@ -104,3 +112,35 @@ class TeacherInputAdapter:
             if ph or pw:
                 x = F.pad(x, (0, pw, 0, ph), value=self.t.pad_value)
         return x
+
+    @staticmethod
+    def crop_features(feats: Sequence[Tensor], student_hw: Sequence[int],
+                      teacher_hw: Sequence[int]) -> Tuple[Tensor, ...]:
+        """Cut the teacher's feature maps back to the student's input extent.
+
+        Args:
+            feats: the teacher's (B, C, h_l, w_l) maps, computed from a (B, C, H_t, W_t) input.
+            student_hw: (H_s, W_s), the student's batch size; H_s <= H_t and W_s <= W_t.
+            teacher_hw: (H_t, W_t), the teacher's batch size (extra padding bottom/right).
+
+        Returns:
+            The maps cropped to (ceil(H_s / s_l), ceil(W_s / s_l)), with s_l the level's stride
+            (the power of two for which (ceil(H_t / s_l), ceil(W_t / s_l)) = (h_l, w_l): strided
+            convolutions and poolings with padding round up). A map that fits no power-of-two
+            stride is returned unchanged, so a real stride mismatch still reaches the losses'
+            size check.
+        """
+        hs, ws = int(student_hw[0]), int(student_hw[1])
+        ht, wt = int(teacher_hw[0]), int(teacher_hw[1])
+        if (hs, ws) == (ht, wt):
+            return tuple(feats)
+        out = []
+        for f in feats:
+            h, w = f.shape[-2:]
+            for k in range(16):
+                stride = 2 ** k
+                if math.ceil(ht / stride) == h and math.ceil(wt / stride) == w:
+                    f = f[..., :math.ceil(hs / stride), :math.ceil(ws / stride)]
+                    break
+            out.append(f)
+        return tuple(out)
