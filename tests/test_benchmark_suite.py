@@ -6,13 +6,14 @@ import os
 import os.path as osp
 
 import pytest
-from conftest import data_options, run_tool
 
-from mmkd.benchmark.report import (aggregate, gap_recovered, markdown_table, replace_section,
-                                   Row, Stat)
-from mmkd.benchmark.runs import (build_plan, config_hash, load_resolved, schedule_options,
-                                 split_method_options)
-from mmkd.benchmark.suite import DISTILL_METHODS, METHODS, PRESETS, resolve_methods
+from conftest import data_options, run_tool
+from mmkd.benchmark.plan import build_plan
+from mmkd.benchmark.presets import METHOD_PRESETS
+from mmkd.benchmark.report import (Row, Stat, aggregate, gap_recovered, markdown_table,
+                                   replace_section)
+from mmkd.benchmark.runs import config_hash, load_resolved, schedule_options, split_method_options
+from mmkd.benchmark.suite import METHODS, PRESETS, builtin_spec, resolve_methods
 
 STUDENT = METHODS['student'].config
 GK_TINY = 'model.distill_losses.loss_gk.pgm.min_size=4'
@@ -23,15 +24,24 @@ def tiny_options(data) -> list:
     return [o for o in data_options(data) if 'data_root' not in o and 'ann_file' not in o]
 
 
+def plan_of(data, methods, seeds, epochs, work, **kw):
+    """The built-in benchmark's plan on the test data (tiny images, as the e2e test runs)."""
+    spec = builtin_spec(data['data_root'], methods, seeds, str(work), epochs,
+                        extra_options=tiny_options(data), **kw)
+    return build_plan(spec)
+
+
 # ---- hashing and schedules ---------------------------------------------------------------------
 def test_hash_stable_and_sensitive(synthetic_data):
     opts = [f'train_dataloader.dataset.data_root={synthetic_data["data_root"]}/']
-    h = config_hash(STUDENT, opts, 0)
-    assert h == config_hash(STUDENT, list(opts), 0)
-    assert h != config_hash(STUDENT, opts, 1)  # seed
-    assert h != config_hash(STUDENT, opts + ['train_cfg.max_epochs=3'], 0)  # schedule
-    assert h != config_hash(STUDENT, opts + ['model.backbone.base_channels=8'], 0)  # model
-    assert h != config_hash(METHODS['teacher'].config, opts, 0)
+    cfg = load_resolved(STUDENT, opts)
+    h = config_hash(cfg, 0)
+    assert h == config_hash(load_resolved(STUDENT, list(opts)), 0)
+    assert h != config_hash(cfg, 1)  # seed
+    assert h != config_hash(load_resolved(STUDENT, opts + ['train_cfg.max_epochs=3']), 0)
+    assert h != config_hash(load_resolved(STUDENT, opts + ['model.backbone.base_channels=8']), 0)
+    assert h != config_hash(load_resolved(METHODS['teacher'].config, opts), 0)
+    assert h != config_hash(cfg, 0, extra='start=abc')  # e.g. another starting checkpoint
 
 
 def test_schedule_options_list_and_dict():
@@ -42,6 +52,9 @@ def test_schedule_options_list_and_dict():
     assert load_resolved(STUDENT, opts).param_scheduler[1].milestones == [4, 6]
     assert schedule_options(cfg, 12)[-2:] == ['param_scheduler.1.milestones=[8,11]',
                                               'param_scheduler.1.end=12']
+    # an iteration-based warm-up longer than an epoch is cut to one epoch
+    assert 'param_scheduler.0.end=40' in schedule_options(cfg, 6, iters_per_epoch=40)
+    assert not any('param_scheduler.0' in o for o in schedule_options(cfg, 6, 100))
     icd = METHODS['icd'].config  # param_scheduler = {student: [...], distill: [cosine]}
     cfg = load_resolved(icd, schedule_options(load_resolved(icd), 3))
     assert cfg.param_scheduler.student[1].milestones == [2, 3]
@@ -58,36 +71,100 @@ def test_method_prefixed_options():
 
 # ---- plans -------------------------------------------------------------------------------------
 def test_plans(synthetic_data, tmp_path):
-    root = synthetic_data['data_root']
-    quick = build_plan(resolve_methods('quick'), PRESETS['quick'].seeds, 2, str(tmp_path), root)
+    quick = plan_of(synthetic_data, resolve_methods('quick'), PRESETS['quick'].seeds, 2, tmp_path)
     assert [(r.name, r.seed) for r in quick.runs] == [('teacher', 0), ('student', 0), ('pgm', 0)]
-    teacher = quick.runs[0]
+    teacher, student, pgm = quick.runs
     assert '/cache/teacher-' in teacher.work_dir and teacher.status() == 'train'
-    assert teacher.epochs == 6 and quick.runs[2].epochs == 2  # the teacher trains 3x as long
-    assert quick.runs[2].needs == [teacher.work_dir] and quick.runs[1].needs == []
-    assert f'model.teacher_ckpt={teacher.final_checkpoint}' in quick.runs[2].options
-    assert 'randomness.seed=0' in quick.runs[2].options
-    assert 'model.distill_losses.loss_gk.pgm.mode=offline' in quick.runs[2].options
+    assert teacher.epochs == 6 and pgm.epochs == 2  # the teacher trains 3x as long
+    assert pgm.needs == [teacher.work_dir] and student.needs == []
+    assert pgm.cfg['model']['teacher_ckpt'] == teacher.final_checkpoint
+    assert pgm.cfg['randomness']['seed'] == 0 and pgm.cfg['train_cfg']['max_epochs'] == 2
+    assert pgm.cfg['model']['distill_losses']['loss_gk']['pgm']['mode'] == 'offline'
+    assert pgm.cfg['model']['distill_losses']['loss_gk']['pgm']['min_size'] == 12  # tuning
+    assert pgm.config == osp.join(pgm.work_dir, 'benchmark_config.py')
+    assert quick.labels['pgm'].startswith('PGM + RDM, offline PGM')
 
-    full = build_plan(resolve_methods('full'), [0, 1], 2, str(tmp_path), root)
+    full = plan_of(synthetic_data, resolve_methods('full'), [0, 1], 2, tmp_path)
     names = [r.name for r in full.runs]
     assert names[:2] == ['teacher', 'cls_teacher'] and names.count('teacher') == 1
-    for m in ['student'] + DISTILL_METHODS:
+    for m in ['student', 'student_n128'] + list(METHOD_PRESETS):
         assert sorted(r.seed for r in full.runs if r.name == m) == [0, 1], m
-    assert {'pgm', 'pgm_online', 'icd', 'dsig', 'gid', 'dicod', 'pkd', 'cwd', 'fgd', 'mgd',
-            'feat_kl'} <= set(names)
+    assert full.methods.index('student_n128') == full.methods.index('dsig') + 1
+    assert full.baselines['dsig'] == 'student_n128' and not full.skipped
     dicod = next(r for r in full.runs if r.name == 'dicod')
     cls = full.runs[1]
-    assert f'model.teacher_ckpt={cls.final_checkpoint}' in dicod.options
+    assert dicod.cfg['model']['teacher_ckpt'] == cls.final_checkpoint
     assert dicod.needs == [cls.work_dir]
     assert full.runs[0].work_dir == teacher.work_dir  # the teacher is shared between presets
     assert len({r.work_dir for r in full.runs}) == len(full.runs)
     with pytest.raises(ValueError, match='unknown method'):
         resolve_methods('quick', ['pgm', 'bogus'])
-    longer = build_plan(['pgm'], [0], 2, str(tmp_path), root, teacher_epochs=3)
+    longer = plan_of(synthetic_data, ['pgm'], [0], 2, tmp_path, teacher_epochs=3)
     assert longer.teacher.epochs == 3 and longer.teacher.final_checkpoint.endswith('epoch_3.pth')
     assert longer.teacher.work_dir != teacher.work_dir and longer.runs[1].epochs == 2
-    assert f'model.teacher_ckpt={longer.teacher.final_checkpoint}' in longer.runs[2].options
+    assert longer.runs[2].cfg['model']['teacher_ckpt'] == longer.teacher.final_checkpoint
+
+
+def test_finetune_plan(synthetic_data, tmp_path):
+    """finetune: every run starts from the converged student (trained first, cached, when no
+    checkpoint is given); DSIG's widened student gets its own converged start."""
+    plan = plan_of(synthetic_data, ['pgm', 'dsig'], [0], 2, tmp_path, protocol='finetune',
+                   student_init_epochs=3)
+    init, init_wide = [r for r in plan.runs if r.role == 'student_init']
+    assert init.name == 'student_init' and init.epochs == 3 and '/cache/student_init-' in \
+        init.work_dir
+    assert init_wide.cfg['model']['neck']['out_channels'] == 128
+    by = {r.name: r for r in plan.runs}
+    assert by['student'].cfg['load_from'] == init.final_checkpoint
+    assert by['student'].needs == [init.work_dir]
+    assert by['pgm'].cfg['model']['student_ckpt'] == init.final_checkpoint
+    assert set(by['pgm'].needs) == {plan.teacher.work_dir, init.work_dir}
+    assert by['dsig'].cfg['model']['student_ckpt'] == init_wide.final_checkpoint
+    assert by['student_n128'].cfg['load_from'] == init_wide.final_checkpoint
+    scratch = plan_of(synthetic_data, ['pgm'], [0], 2, tmp_path)
+    assert {r.key for r in scratch.runs if r.name == 'student'}.isdisjoint(
+        {r.key for r in plan.runs if r.name == 'student'})
+    # without a converged student DSIG's widened student cannot start: skipped, with why
+    given = str(init.work_dir) + '/none.pth'
+    with pytest.raises(FileNotFoundError, match='--student-ckpt: student checkpoint'):
+        plan_of(synthetic_data, ['pgm'], [0], 2, tmp_path, protocol='finetune',
+                student_ckpt=given)
+
+
+def test_auto_balance_rows(synthetic_data, tmp_path):
+    import inspect
+
+    from mmkd.models.detectors.distill_detector import DistillDetector
+    if 'auto_balance' not in inspect.signature(DistillDetector.__init__).parameters:
+        pytest.skip('DistillDetector(auto_balance=...) not there yet')
+    plan = plan_of(synthetic_data, ['cwd'], [0], 1, tmp_path, auto_balance=True)
+    by = {r.name: r for r in plan.runs}
+    assert plan.methods == ['cwd', 'cwd+ab'] and plan.labels['cwd+ab'] == 'CWD + auto-balance'
+    assert by['cwd+ab'].cfg['model']['auto_balance'] is True
+    assert 'auto_balance' not in by['cwd'].cfg['model'] and by['cwd+ab'].key != by['cwd'].key
+    assert '/runs/cwd+ab/' in by['cwd+ab'].work_dir
+
+
+def test_plan_with_a_given_teacher(synthetic_data, teacher_ckpt, tmp_path):
+    import shutil
+    given = str(tmp_path / 'teacher.pth')
+    shutil.copy(teacher_ckpt, given)
+    plan = plan_of(synthetic_data, ['pgm'], [0], 2, tmp_path / 'w', teacher_ckpt=given)
+    teacher, student, pgm = plan.runs
+    assert teacher.given_checkpoint == given and teacher.final_checkpoint == given
+    assert teacher.status() == 'test'  # evaluated, never trained
+    assert pgm.cfg['model']['teacher_ckpt'] == given and pgm.needs == [teacher.work_dir]
+    # other weights under the same path: new teacher and distillation runs, same student
+    import torch
+    ckpt = torch.load(given, weights_only=True)
+    ckpt['state_dict'] = {k: v + 1 if v.is_floating_point() else v
+                          for k, v in ckpt['state_dict'].items()}
+    torch.save(ckpt, given)
+    again = plan_of(synthetic_data, ['pgm'], [0], 2, tmp_path / 'w', teacher_ckpt=given)
+    assert again.runs[0].work_dir != teacher.work_dir and again.runs[2].key != pgm.key
+    assert again.runs[1].key == student.key
+    with pytest.raises(FileNotFoundError):
+        plan_of(synthetic_data, ['pgm'], [0], 2, tmp_path / 'w', teacher_ckpt='nope/t.pth')
 
 
 def _fake_checkpoint(path, epoch=5, fingerprint=None) -> str:
@@ -95,23 +172,6 @@ def _fake_checkpoint(path, epoch=5, fingerprint=None) -> str:
     meta = dict(epoch=epoch, mmkd=dict(train_ann_sha256=fingerprint) if fingerprint else {})
     torch.save(dict(meta=meta, state_dict={}), str(path))
     return str(path)
-
-
-def test_plan_with_a_given_teacher(synthetic_data, tmp_path):
-    root = synthetic_data['data_root']
-    given = _fake_checkpoint(tmp_path / 'teacher.pth', epoch=5)
-    plan = build_plan(['pgm'], [0], 2, str(tmp_path / 'w'), root, teacher_ckpt=given)
-    teacher, student, pgm = plan.runs
-    assert teacher.given_checkpoint == given and teacher.final_checkpoint == given
-    assert teacher.status() == 'test' and teacher.epochs == 5  # evaluated, never trained
-    assert f'model.teacher_ckpt={given}' in pgm.options and pgm.needs == [teacher.work_dir]
-    # other weights under the same path: new teacher and distillation runs, same student
-    _fake_checkpoint(tmp_path / 'teacher.pth', epoch=7)
-    again = build_plan(['pgm'], [0], 2, str(tmp_path / 'w'), root, teacher_ckpt=given)
-    assert again.runs[0].work_dir != teacher.work_dir and again.runs[2].key != pgm.key
-    assert again.runs[1].key == student.key
-    with pytest.raises(FileNotFoundError):
-        build_plan(['pgm'], [0], 2, str(tmp_path / 'w'), root, teacher_ckpt='nope/t.pth')
 
 
 def test_shipped_teacher_fingerprint(synthetic_data, tmp_path):
@@ -128,6 +188,7 @@ def test_shipped_teacher_fingerprint(synthetic_data, tmp_path):
     assert not shipped_teacher_status(root, str(tmp_path / 'missing.pth'))[0]
     # the checkpoint in the repo is a published one: fp16 weights with a fingerprint
     import torch
+
     from mmkd.benchmark.suite import SHIPPED_TEACHER
     from mmkd.utils.paths import REPO_ROOT
     ckpt = torch.load(osp.join(REPO_ROOT, SHIPPED_TEACHER), map_location='cpu',
@@ -139,15 +200,20 @@ def test_shipped_teacher_fingerprint(synthetic_data, tmp_path):
 
 
 class _ScriptedExecutor:
-    """An Executor whose runs 'train' by sleeping and writing their final checkpoint (the
-    scheduling is under test here, not training; the end-to-end test below trains for real)."""
+    """An Executor whose runs 'train' by writing their final checkpoint at once (the
+    scheduling is under test here, not training; the end-to-end test below trains for real).
+
+    ``overlap=(a, b)``: run ``a`` finishes only after run ``b`` has started, so whether the
+    executor runs them side by side is decided by the executor alone, not by a sleep racing
+    the thread scheduler (``a`` gives up after 60 s, and the ordering assertion then fails)."""
 
     @staticmethod
-    def make(plan, fail=(), jobs=2, keep_going=True):
+    def make(plan, fail=(), jobs=2, keep_going=True, overlap=None):
         import threading
-        import time
 
         from mmkd.benchmark.runs import Executor, RunFailed
+
+        started = {r.label: threading.Event() for r in plan.runs}
 
         class Scripted(Executor):
             events = []
@@ -156,7 +222,9 @@ class _ScriptedExecutor:
             def _do(self, run, status, t_start, later):
                 with self.lock:
                     self.events.append(('start', run.label))
-                time.sleep(0.05)
+                started[run.label].set()
+                if overlap and run.label == overlap[0]:
+                    started[overlap[1]].wait(timeout=60)
                 if run.label in fail:
                     raise RunFailed('scripted failure')
                 os.makedirs(osp.dirname(run.final_checkpoint), exist_ok=True)
@@ -171,9 +239,8 @@ class _ScriptedExecutor:
 
 
 def test_executor_waits_for_teachers_and_skips_dependents_of_failures(synthetic_data, tmp_path):
-    root = synthetic_data['data_root']
-    plan = build_plan(['pgm', 'dicod'], [0, 1], 1, str(tmp_path / 'w'), root)
-    ex, lines = _ScriptedExecutor.make(plan, jobs=2)
+    plan = plan_of(synthetic_data, ['pgm', 'dicod'], [0, 1], 1, tmp_path / 'w')
+    ex, lines = _ScriptedExecutor.make(plan, jobs=2, overlap=('teacher', 'cls_teacher'))
     assert ex.run_all() and not ex.failed
     ev = ex.events
     end = {label: i for i, (kind, label) in enumerate(ev) if kind == 'end'}
@@ -185,7 +252,7 @@ def test_executor_waits_for_teachers_and_skips_dependents_of_failures(synthetic_
     assert max(sum(1 for k, _ in ev[:i + 1] if k == 'start')
                - sum(1 for k, _ in ev[:i + 1] if k == 'end') for i in range(len(ev))) == 2
 
-    plan = build_plan(['pgm', 'dicod'], [0], 1, str(tmp_path / 'w2'), root)
+    plan = plan_of(synthetic_data, ['pgm', 'dicod'], [0], 1, tmp_path / 'w2')
     ex, lines = _ScriptedExecutor.make(plan, fail=('teacher', ), jobs=2)
     assert not ex.run_all()
     failed = sorted(r.label for r, _ in ex.failed)
@@ -193,7 +260,7 @@ def test_executor_waits_for_teachers_and_skips_dependents_of_failures(synthetic_
     assert any('pgm seed 0: skipped, its teacher failed' in ln for ln in lines)
     assert osp.isfile(plan.runs[-1].metrics_file)  # dicod seed 0
     # without --keep-going nothing new starts after a failure
-    plan = build_plan(['pgm'], [0], 1, str(tmp_path / 'w3'), root)
+    plan = plan_of(synthetic_data, ['pgm'], [0], 1, tmp_path / 'w3')
     ex, _ = _ScriptedExecutor.make(plan, fail=('teacher', ), jobs=1, keep_going=False)
     assert not ex.run_all() and [e for e in ex.events if e[0] == 'start'] == [
         ('start', 'teacher')]
@@ -233,8 +300,6 @@ def test_markdown_table_numbers():
     dsig = next(l for l in table.splitlines() if l.startswith('| dsig'))
     assert 'vs `wide`' in dsig and '+1.0' in dsig and '+17 %' in dsig  # 1 / (20 - 14)
     assert '+3.0' in next(l for l in table.splitlines() if l.startswith('| wide'))
-    assert METHODS['dsig'].baseline == 'student_n128'
-    assert METHODS['student_n128'].role == 'baseline' and 'student_n128' in PRESETS['full'].methods
     rows['teacher'] = _row('teacher', [12.0])
     assert 'below' in markdown_table(rows, ['teacher', 'student'])[1][0]
 
@@ -283,7 +348,7 @@ def test_benchmark_quick_end_to_end_and_resume(synthetic_data, tmp_path):
     assert '<!-- benchmark:BEGIN -->' in text and 'python tools/benchmark.py --preset quick' in text
     assert '| PGM + RDM, offline PGM' in text
     images = doc.parent / 'images'
-    for png in ('benchmark_ap.png', 'benchmark_loss.png'):
+    for png in ('benchmark_ap.png', 'benchmark_ap_sizes.png', 'benchmark_loss.png'):
         assert (images / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
     # second invocation: everything is done, nothing is trained or evaluated again
@@ -310,7 +375,8 @@ def test_benchmark_speed_two_methods(synthetic_data, tmp_path):
     doc = tmp_path / 'bench.md'
     doc.write_text('# Benchmarks\n\nkeep\n')
     out = run_tool(['tools/benchmark_speed.py', '--methods', 'feat_kl,pgm_online', '--iters',
-                    '2', '--warmup', '0', '--memory-steps', '1', '--data', synthetic_data['data_root'], '--doc',
+                    '2', '--warmup', '0', '--memory-steps', '1', '--data',
+                    synthetic_data['data_root'], '--doc',
                     str(doc), '--cfg-options', *tiny_options(synthetic_data),
                     f'pgm_online:{GK_TINY}']).stdout
     assert 'ratio' in out

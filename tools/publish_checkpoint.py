@@ -4,9 +4,12 @@ scheduler state), optionally in fp16, with the data set it was trained on finger
     python tools/publish_checkpoint.py work_dirs/t/epoch_36.pth OUT.pth [--fp16]
         [--data data/synthetic] [--config CONFIG]   # verify: OUT loads strictly into CONFIG
 
-With --data, the sha256 of <data>/annotations/instances_train.json is stored in
-meta['mmkd']['train_ann_sha256']; tools/benchmark.py refuses a shipped teacher whose
-fingerprint differs from the data it is about to use.
+With --data, the sha256 of the training annotation file is stored in
+meta['mmkd']['train_ann_sha256']: --data is a COCO folder in a layout tools/benchmark.py reads
+(<data>/annotations/instances_train.json, as the built-in data, or <data>/train/annotations.json)
+or the annotation json itself. tools/benchmark.py uses a shipped checkpoint (the synthetic
+teacher, the converged synthetic student of the finetune protocol) only when that fingerprint
+matches the data it is about to use.
 """
 import argparse
 import os.path as osp
@@ -16,6 +19,17 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmkd  # noqa: E402,F401
 from mmkd.utils.checkpoint import file_sha256, publish_checkpoint  # noqa: E402
+
+
+def train_annotations(data: str) -> str:
+    """The training annotation file of ``--data`` (a json file, or a COCO folder)."""
+    if osp.isfile(data):
+        return data
+    from mmkd.benchmark.data import DataError, find_splits
+    try:
+        return find_splits(data)['train'][0]
+    except DataError as exc:
+        raise SystemExit(f'error: --data {data}: {exc}')
 
 
 def main() -> None:
@@ -28,11 +42,7 @@ def main() -> None:
     args = p.parse_args()
     extra = {}
     if args.data:
-        ann = osp.join(args.data, 'annotations', 'instances_train.json')
-        if not osp.isfile(ann):
-            raise SystemExit(f'error: {ann} not found; --data must be a COCO-format folder '
-                             'with annotations/instances_train.json')
-        extra['train_ann_sha256'] = file_sha256(ann)
+        extra['train_ann_sha256'] = file_sha256(train_annotations(args.data))
     out = publish_checkpoint(args.checkpoint, args.out, half=args.fp16, extra_meta=extra)
     print(f'written: {out} ({osp.getsize(out) / 2**20:.1f} MiB)')
     if args.config:

@@ -27,6 +27,11 @@ icd_student_clip_grad = dict(type='value', clip_value=1.0)
 #   loss_icd=dict(**_base_.icd_loss, mimic_weight=..., max_instances=..., ...)
 icd_loss = dict(type='InstanceConditionalDistillLoss', fake_size_clip_sigma=2.0,
                 fake_box_clamp=True, scale_bins='last_image')
+# The released weights by detector kind: R-CNN students (Faster / Mask R-CNN) mimic with weight
+# 3 over at most 100 instances, one-stage and query-free students (RetinaNet, FCOS, CondInst,
+# SOLOv2) with weight 8 over 300; distillation starts after 1000 iterations (bypass).
+icd_two_stage = dict(mimic_weight=3.0, max_instances=100, bypass_iters=1000)
+icd_one_stage = dict(mimic_weight=8.0, max_instances=300, bypass_iters=1000)
 icd_distill_schedule_12e = [
     dict(type='CosineAnnealingLR', T_max=12, by_epoch=True, begin=0, end=12,
          convert_to_iter_based=True),

@@ -5,9 +5,7 @@
 _base_ = [
     '../_base_/pairs/faster_rcnn_r101_r50_1x.py',
     '../_base_/dsig_coco_ms.py',
+    '../_base_/methods/dsig.py',
 ]
-model = dict(
-    distill_losses=dict(
-        loss_dsig=dict(type='StructuredInstanceGraphLoss', edge_weight=1.0, fg_weight=0.5,
-                       bg_weight=0.5, bg_alpha=7.5, mining_threshold=0.6, image_scale=2.0)))
+model = dict(distill_losses=dict(loss_dsig=_base_.dsig_loss))
 train_dataloader = dict(dataset=dict(pipeline=_base_.dsig_ms_train_pipeline))

@@ -12,4 +12,4 @@ _base_ = [
     '../_base_/methods/peer_losses.py',
 ]
 model = dict(distill_losses=dict(loss_fgd=_base_.fgd_faster_rcnn))
-optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
+optim_wrapper = dict(clip_grad=_base_.fgd_mgd_clip_grad)

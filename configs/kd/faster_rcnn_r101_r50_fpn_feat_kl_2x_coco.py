@@ -2,9 +2,7 @@
 # FPN feature imitation with GT-box foreground/background terms, and RoI classifier KL (T=2).
 # 8 GPUs x 2 images: bash tools/dist_train.sh configs/kd/faster_rcnn_r101_r50_fpn_feat_kl_2x_coco.py 8
 # Teacher checkpoint: see checkpoints/README.md.
-_base_ = '../_base_/pairs/faster_rcnn_r101_r50_2x.py'
+# Settings: configs/_base_/methods/feat_kl.py.
+_base_ = ['../_base_/pairs/faster_rcnn_r101_r50_2x.py', '../_base_/methods/feat_kl.py']
 model = dict(
-    distill_losses=dict(
-        loss_kd_fpn=dict(type='FeatureImitationLoss', fg_mask='gt', fg_weight=1.0,
-                         bg_weight=0.5, loss_weight=1.0),
-        loss_kd_roi_kl=dict(type='RoIClsKLLoss', temperature=2.0, rois='pos', loss_weight=1.0)))
+    distill_losses=dict(loss_kd_fpn=_base_.feat_kl_fpn, loss_kd_roi_kl=_base_.feat_kl_roi))

@@ -16,8 +16,7 @@ model = dict(
     # ICD's inheriting start: the student's neck and heads begin as the teacher's
     init_student_from_teacher=['neck', 'rpn_head', 'roi_head'],
     distill_losses=dict(
-        loss_icd=dict(**_base_.icd_loss, mimic_weight=3.0,
-                      max_instances=100, bypass_iters=1000)))
+        loss_icd=dict(_base_.icd_loss, **_base_.icd_two_stage)))
 optim_wrapper = dict(
     _delete_=True, constructor='DistillOptimWrapperConstructor',
     student=dict(_base_.optim_wrapper, clip_grad=_base_.icd_student_clip_grad),

@@ -12,4 +12,4 @@ _base_ = [
 ]
 model = dict(init_student_from_teacher=_base_.retinanet_teacher_init,
              distill_losses=dict(loss_fgd=_base_.fgd_retinanet))
-optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
+optim_wrapper = dict(clip_grad=_base_.fgd_mgd_clip_grad)

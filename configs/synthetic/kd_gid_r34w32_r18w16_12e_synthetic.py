@@ -8,4 +8,5 @@ _base_ = [
     '../_base_/methods/gid.py',
 ]
 model = dict(
-    distill_losses=dict(loss_gid=dict(_base_.gid_released, adapter='conv3x3', min_size=4)))
+    distill_losses=dict(loss_gid=dict(_base_.gid_released, adapter='conv3x3',
+                                      **_base_.synthetic_tuning.gid)))

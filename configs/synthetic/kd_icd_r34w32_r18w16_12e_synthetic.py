@@ -6,8 +6,8 @@
 _base_ = ['../_base_/synthetic_distill.py', '../_base_/icd_runtime.py']
 model = dict(
     distill_losses=dict(
-        loss_icd=dict(**_base_.icd_loss, mimic_weight=3.0,
-                      max_instances=100, bypass_iters=100)))
+        loss_icd=dict(dict(_base_.icd_loss, **_base_.icd_two_stage),
+                      **_base_.synthetic_tuning.icd)))
 optim_wrapper = dict(
     _delete_=True, constructor='DistillOptimWrapperConstructor',
     student=dict(_base_.optim_wrapper, clip_grad=_base_.icd_student_clip_grad),

@@ -10,5 +10,6 @@ model = dict(
             **_base_.gk_loss,
             boxes='pos_rois',
             strides=[4, 8, 16, 32, 64],  # the student's RPN anchor strides
-            pgm=dict(_base_.gk_pgm, min_size=12, max_samples=200, bank_size=64))))
-custom_hooks = _base_.gk_hooks[:2] + [dict(type='PGMHook', interval=1, batch_size=8)]
+            pgm=dict(_base_.gk_pgm, **_base_.synthetic_tuning.pgm))))
+custom_hooks = _base_.gk_hooks[:2] + [
+    dict(type='PGMHook', interval=1, **_base_.synthetic_tuning.pgm_hook)]

@@ -1,15 +1,19 @@
-"""Planning, caching and running the benchmark's trainings and evaluations.
+"""Runs of the benchmark: their configs' hashes, caching, resuming, time estimates and the
+training / test subprocesses.
 
 Every training and every evaluation is a fresh ``tools/train.py`` / ``tools/test.py`` (or
-``tools/train_cls_teacher.py``) subprocess. A run's folder name holds a hash of everything that
-defines it (the fully resolved config, its seed, the schedule and data options, and the
-annotation files), so:
+``tools/train_cls_teacher.py``) subprocess on the run's own config file
+(``<run work dir>/benchmark_config.py``, written in full by :mod:`mmkd.benchmark.plan`). A run's
+folder name holds a hash of everything that defines it (the full config, its seed, the
+annotation files and the checkpoints it starts from), so:
 
-* the teacher is trained once per distinct setup and shared through
-  ``<work_dir>/cache/teacher-<hash>/`` (DICOD's classifier teacher likewise, ``cls_teacher-``);
+* the teacher is evaluated (or trained) once per distinct setup and shared through
+  ``<work_dir>/cache/teacher-<hash>/`` (DICOD's classifier teacher and the converged students
+  of the finetune protocol likewise, ``cls_teacher-`` / ``student_init-``);
 * a finished run (``metrics.json`` present) is skipped; a trained but untested one is only
   tested; an interrupted one continues with ``--resume`` from its ``last_checkpoint``;
-* changing a config, the schedule or the data starts new runs instead of mixing results.
+* changing a config, the schedule, the data or a checkpoint starts new runs instead of mixing
+  results.
 """
 from __future__ import annotations
 
@@ -26,36 +30,36 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, DictAction
 
 from ..utils.checkpoint import file_sha256
-from ..utils.paths import REPO_ROOT, resolve_path
-from .suite import (CLS_TEACHER_CONFIG, METHODS, SHIPPED_TEACHER, STUDENT_CONFIG,
-                    TEACHER_EPOCH_FACTOR, MethodSpec)
+from ..utils.paths import REPO_ROOT
 
 #: COCO metrics read from tools/test.py's results, in report order.
 METRIC_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75', 'coco/bbox_mAP_s',
                'coco/bbox_mAP_m', 'coco/bbox_mAP_l')
-#: Rough seconds per training iteration on a 2-core CPU at 160 px, batch 4 (used for the first
-#: estimate only; measured rates from ``timings.json`` replace them).
+#: Rough seconds per training iteration on a 2-core CPU at 160 px, batch 4, one run using both
+#: cores (the first estimate only; measured rates from ``timings.json`` replace them).
 DEFAULT_SEC_PER_ITER = {'teacher': 0.5, 'student': 0.28, 'distill': 0.38, 'pgm': 0.42,
-                        'pgm_online': 0.4, 'icd': 0.5, 'dicod': 0.45, 'cls_teacher': 0.02}
+                        'pgm_online': 0.4, 'icd': 0.5, 'dicod': 0.45, 'dsig': 0.6,
+                        'gid': 0.45, 'mgd': 0.4, 'baseline': 0.4, 'student_init': 0.28,
+                        'cls_teacher': 0.02}
+#: Runs side by side on one thread each train this much slower per iteration than one run on
+#: every core (measured by the last full benchmark on the 2-core machine: its default-rate ETA
+#: was 1.7x too short).
+LANE_SLOWDOWN = 1.7
+#: Pixels per image the default rates were measured at (160 x 160).
+DEFAULT_PIXELS = 160 * 160
+#: mmdet's CocoMetric logs this (and returns no metrics) when a model detects nothing.
+EMPTY_RESULTS = 'The testing results of the whole dataset is empty'
 STARTUP_SECONDS = 15.0  # importing torch/mmdet and building a runner, per subprocess
+#: The config file of a run, inside its work dir.
+CONFIG_NAME = 'benchmark_config.py'
 
 
-# ---- options and hashing -----------------------------------------------------------------------
-def data_options(data_root: str) -> List[str]:
-    """``--cfg-options`` pointing a synthetic-data config at the data set in ``data_root``."""
-    root = osp.abspath(data_root).rstrip('/') + '/'
-    ann = osp.join(root, 'annotations', 'instances_val.json')
-    return [f'train_dataloader.dataset.data_root={root}',
-            f'val_dataloader.dataset.data_root={root}',
-            f'test_dataloader.dataset.data_root={root}',
-            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
-
-
+# ---- options and schedules ---------------------------------------------------------------------
 def parse_options(options: Sequence[str]) -> dict:
     """``['a.b=1', 'c=[1,2]']`` -> ``{'a.b': 1, 'c': [1, 2]}``, parsed as ``--cfg-options``."""
     out = {}
@@ -71,11 +75,27 @@ _FILE_CACHE: Dict[str, Config] = {}
 
 
 def load_resolved(config: str, options: Sequence[str] = ()) -> Config:
-    """The config with ``options`` merged, as tools/train.py would see it (each file is parsed
-    once per process; the options are merged into a copy)."""
+    """The config file with ``options`` merged, as tools/train.py would see it (each file is
+    parsed once per process; the options are merged into a copy)."""
+    from ..utils.paths import resolve_path
     if config not in _FILE_CACHE:
         _FILE_CACHE[config] = Config.fromfile(resolve_path(config, 'config'))
-    cfg = copy.deepcopy(_FILE_CACHE[config])
+    return apply_options(copy.deepcopy(_FILE_CACHE[config]), options)
+
+
+def data_options(data_root: str) -> List[str]:
+    """``--cfg-options`` pointing a synthetic-data config at the data set in ``data_root``
+    (tools/benchmark_speed.py)."""
+    root = osp.abspath(data_root).rstrip('/') + '/'
+    ann = osp.join(root, 'annotations', 'instances_val.json')
+    return [f'train_dataloader.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}',
+            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+
+
+def apply_options(cfg: Config, options: Sequence[str]) -> Config:
+    """``cfg`` with ``options`` merged in place (``--cfg-options`` semantics); returns it."""
     if options:
         cfg.merge_from_dict(parse_options(options))
     return cfg
@@ -90,12 +110,16 @@ def _milestones(old: Sequence[int], old_epochs: int, epochs: int) -> List[int]:
 
 
 def _scheduler_options(prefix: str, scheds: Sequence[dict], old_epochs: int,
-                       epochs: int) -> List[str]:
+                       epochs: int, iters_per_epoch: Optional[int] = None) -> List[str]:
     opts = []
     for i, s in enumerate(scheds):
-        if not s.get('by_epoch', True):
-            continue  # iteration-based warm-up keeps its length
         key = f'{prefix}.{i}'
+        if not s.get('by_epoch', True):
+            # an iteration-based warm-up keeps its length, at most one epoch
+            end = s.get('end')
+            if iters_per_epoch and isinstance(end, int) and end > iters_per_epoch:
+                opts.append(f'{key}.end={iters_per_epoch}')
+            continue
         if 'milestones' in s:
             ms = _milestones(list(s['milestones']), old_epochs, epochs)
             opts.append(f'{key}.milestones=[{",".join(map(str, ms))}]')
@@ -109,13 +133,15 @@ def _scheduler_options(prefix: str, scheds: Sequence[dict], old_epochs: int,
     return opts
 
 
-def schedule_options(cfg: Config, epochs: int) -> List[str]:
+def schedule_options(cfg: Config, epochs: int, iters_per_epoch: Optional[int] = None
+                     ) -> List[str]:
     """``--cfg-options`` that set a config's training length to ``epochs``, uniformly.
 
     Sets ``train_cfg.max_epochs``, skips validation during training (every run is tested once
     by tools/test.py afterwards), saves a checkpoint every epoch (for resume), and moves the
     epoch-based learning-rate schedule: MultiStepLR milestones to 2/3 and 11/12 of the run,
-    ``end`` and cosine ``T_max`` to the last epoch. ``param_scheduler`` may be a list or a
+    ``end`` and cosine ``T_max`` to the last epoch. An iteration-based warm-up longer than one
+    epoch (``iters_per_epoch``) is cut to one epoch. ``param_scheduler`` may be a list or a
     dict of lists (one per optimiser, as ICD's ``{student: [...], distill: [...]}``).
     """
     if epochs < 1:
@@ -127,54 +153,72 @@ def schedule_options(cfg: Config, epochs: int) -> List[str]:
     sched = cfg.get('param_scheduler')
     if isinstance(sched, dict) and 'type' not in sched:
         for name in sorted(sched):
-            opts += _scheduler_options(f'param_scheduler.{name}', sched[name], old, epochs)
+            opts += _scheduler_options(f'param_scheduler.{name}', sched[name], old, epochs,
+                                       iters_per_epoch)
     elif isinstance(sched, dict):
-        opts += _scheduler_options('param_scheduler', [sched], old, epochs)
+        opts += _scheduler_options('param_scheduler', [sched], old, epochs, iters_per_epoch)
         opts = [o.replace('param_scheduler.0.', 'param_scheduler.') for o in opts]
     elif sched:
-        opts += _scheduler_options('param_scheduler', sched, old, epochs)
+        opts += _scheduler_options('param_scheduler', sched, old, epochs, iters_per_epoch)
     return opts
 
 
-def _file_digest(path: str) -> str:
+def seed_options(seed: int) -> List[str]:
+    return [f'randomness.seed={seed}', 'randomness.deterministic=False']
+
+
+# ---- hashing -----------------------------------------------------------------------------------
+def file_digest(path: Optional[str]) -> str:
     """sha256 of a file, or ``'missing'``."""
-    return file_sha256(path) if osp.isfile(path) else 'missing'
+    return file_sha256(path) if path and osp.isfile(path) else 'missing'
 
 
-
-def _model_refs(cfg: Config) -> List[str]:
-    """Config files a DistillDetector refers to by path (their text is part of the hash)."""
-    refs = []
-    for role in ('student', 'teacher'):
-        spec = cfg.model.get(role)
-        path = spec if isinstance(spec, str) else (spec or {}).get('config')
-        if isinstance(path, str) and path.endswith('.py') and not path.startswith('mmdet::'):
-            refs.append(path)
-    return refs
+_DIGESTS: Dict[Tuple[str, float, int], str] = {}
 
 
-def config_hash(config: str, options: Sequence[str], seed: int, extra: str = '') -> str:
-    """Stable hash of a run: its fully resolved config (with ``options``), the configs it
-    refers to, its seed, the data set's annotation files and ``extra``."""
-    cfg = load_resolved(config, options)
-    parts = [json.dumps(cfg.to_dict(), sort_keys=True, default=repr), f'seed={seed}', extra]
-    if str(cfg.get('model', {}).get('type', '')).endswith('DistillDetector'):
-        for ref in _model_refs(cfg):
-            parts.append(json.dumps(load_resolved(ref).to_dict(), sort_keys=True, default=repr))
-    ds = cfg.get('train_dataloader', {}).get('dataset', {})
-    root = ds.get('data_root', '') or ''
-    parts.append(_file_digest(osp.join(root, ds.get('ann_file', ''))))
-    parts.append(_file_digest(str(cfg.get('test_evaluator', {}).get('ann_file', ''))))
+def cached_digest(path: Optional[str]) -> str:
+    """:func:`file_digest`, computed once per file version (path, mtime, size) per process."""
+    if not path or not osp.isfile(path):
+        return 'missing'
+    st = os.stat(path)
+    key = (osp.abspath(path), st.st_mtime, st.st_size)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(path)
+    return _DIGESTS[key]
+
+
+def _ann_path(loader: Any) -> str:
+    ds = (loader or {}).get('dataset', {}) if isinstance(loader, dict) else {}
+    while isinstance(ds, dict) and 'dataset' in ds and 'ann_file' not in ds:
+        ds = ds['dataset']
+    return osp.join(ds.get('data_root', '') or '', ds.get('ann_file', '') or '')
+
+
+def config_hash(cfg: Config, seed: int, extra: str = '') -> str:
+    """Stable hash of a run: its full config, its seed, the train and evaluation annotation
+    files and ``extra`` (e.g. the digests of the checkpoints it starts from)."""
+    d = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+    parts = [json.dumps(d, sort_keys=True, default=repr), f'seed={seed}', extra]
+    parts.append(cached_digest(_ann_path(d.get('train_dataloader'))))
+    ev = d.get('test_evaluator') or {}
+    ev = ev[0] if isinstance(ev, list) and ev else ev
+    parts.append(cached_digest(str(ev.get('ann_file', '')) if isinstance(ev, dict) else ''))
     return hashlib.sha256('\n'.join(parts).encode()).hexdigest()
 
 
-# ---- the plan ----------------------------------------------------------------------------------
+# ---- runs and plans ----------------------------------------------------------------------------
 @dataclass
 class Run:
-    """One training (+ evaluation) of the plan."""
-    name: str  # method name ('teacher', 'cls_teacher', 'student' or a distill method)
-    role: str  # 'teacher' | 'cls_teacher' | 'student' | 'distill'
-    config: str
+    """One training (+ evaluation) of the plan.
+
+    ``name`` is the row it belongs to (``teacher``, ``student``, a method, ``pgm+ab``, a
+    baseline such as ``student_n128``) or a cached helper (``cls_teacher``,
+    ``student_init``...); ``role`` one of ``teacher``, ``cls_teacher``, ``student_init``,
+    ``student`` (a plain detector row), ``distill``.
+    """
+    name: str
+    role: str
+    config: str  # the run's config file (written from ``cfg`` before it runs)
     seed: int
     options: List[str]
     work_dir: str
@@ -185,12 +229,16 @@ class Run:
     cls_epochs: Optional[int] = None
     #: an already trained model to evaluate (and distil from) instead of training (teacher only)
     given_checkpoint: Optional[str] = None
-    #: work dirs of the runs whose checkpoints this one needs (its teacher)
+    #: work dirs of the runs whose checkpoints this one needs (its teacher, its start)
     needs: List[str] = field(default_factory=list)
+    #: the full config dict, written to ``config`` before the run starts
+    cfg: Optional[dict] = None
+    #: pixels per input image (for the default time estimate)
+    pixels: int = DEFAULT_PIXELS
 
     @property
     def label(self) -> str:
-        return self.name if self.role in ('teacher', 'cls_teacher') else \
+        return self.name if self.role in ('teacher', 'cls_teacher', 'student_init') else \
             f'{self.name} seed {self.seed}'
 
     @property
@@ -208,8 +256,10 @@ class Run:
 
     def status(self) -> str:
         """'done', 'test' (trained, not evaluated), 'resume' (interrupted) or 'train'."""
-        if self.role == 'cls_teacher':
-            return 'done' if osp.isfile(self.final_checkpoint) else 'train'
+        if self.role in ('cls_teacher', 'student_init'):
+            return 'done' if osp.isfile(self.final_checkpoint) else (
+                'resume' if self.role == 'student_init' and osp.isfile(
+                    osp.join(self.work_dir, 'last_checkpoint')) else 'train')
         if osp.isfile(self.metrics_file):
             return 'done'
         if osp.isfile(self.final_checkpoint):
@@ -224,16 +274,38 @@ class Run:
         with open(self.metrics_file) as f:
             return json.load(f)
 
+    def write_config(self) -> None:
+        """Write ``cfg`` to ``config`` (atomically) when it is not there yet."""
+        if self.cfg is None or osp.isfile(self.config):
+            return
+        os.makedirs(osp.dirname(self.config), exist_ok=True)
+        tmp = self.config[:-3] + '.tmp.py'
+        Config(copy.deepcopy(self.cfg)).dump(tmp)
+        os.replace(tmp, self.config)
+
 
 @dataclass
 class Plan:
+    """Every run of a benchmark and what the report says about its setup."""
     runs: List[Run]
-    methods: List[str]
+    methods: List[str]  # rows besides teacher and student, in report order
     seeds: List[int]
     epochs: int
     work_dir: str
-    data_root: str
+    data_root: str = ''
     extra_options: List[str] = field(default_factory=list)
+    protocol: str = 'scratch'
+    #: row name -> label shown in the report
+    labels: Dict[str, str] = field(default_factory=dict)
+    #: row name -> the plain row its gain is measured against
+    baselines: Dict[str, str] = field(default_factory=dict)
+    #: (method, reason) of every method that does not apply to the pair
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    #: row name -> notes on how the preset was applied
+    notes: Dict[str, List[str]] = field(default_factory=dict)
+    #: lines describing data, teacher, student, protocol
+    setup: List[str] = field(default_factory=list)
+    builtin: bool = True
 
     def by_role(self, role: str) -> List[Run]:
         return [r for r in self.runs if r.role == role]
@@ -242,144 +314,70 @@ class Plan:
     def teacher(self) -> Run:
         return self.by_role('teacher')[0]
 
-
-def _count_images(ann_file: str) -> int:
-    try:
-        with open(ann_file) as f:
-            return len(json.load(f).get('images', []))
-    except (OSError, ValueError):
-        return 0
+    @property
+    def rows(self) -> List[str]:
+        return ['teacher', 'student'] + list(self.methods)
 
 
-def _iters(cfg: Config, split: str) -> int:
-    loader = cfg.get(f'{split}_dataloader') or {}
-    ds = loader.get('dataset', {})
-    n = _count_images(osp.join(ds.get('data_root', '') or '', ds.get('ann_file', '')))
-    return math.ceil(n / max(1, int(loader.get('batch_size', 1))))
-
-
-def _seed_options(seed: int) -> List[str]:
-    return [f'randomness.seed={seed}', 'randomness.deterministic=False']
-
-
-def split_method_options(options: Sequence[str]) -> Tuple[List[str], Dict[str, List[str]]]:
+def split_method_options(options: Sequence[str], known: Optional[Sequence[str]] = None
+                         ) -> Tuple[List[str], Dict[str, List[str]]]:
     """Split extra ``--cfg-options`` into those for every detector run and those prefixed
-    ``METHOD:`` (``pgm:model.distill_losses.loss_gk.pgm.min_size=4``) for one method only."""
+    ``METHOD:`` (``pgm:model.distill_losses.loss_gk.pgm.min_size=4``) for one row only;
+    ``known`` are the valid prefixes (default: the built-in data's methods)."""
+    if known is None:
+        from .suite import METHODS
+        known = list(METHODS)
     shared: List[str] = []
     per_method: Dict[str, List[str]] = {}
     for opt in options:
         head, sep, rest = opt.partition(':')
         if sep and '=' not in head and '.' not in head:
-            if head not in METHODS:
+            if head not in known:
                 raise ValueError(f'cfg option {opt!r}: unknown method {head!r} before ":"; '
-                                 f'known: {", ".join(METHODS)}')
+                                 f'known: {", ".join(known)}')
             per_method.setdefault(head, []).append(rest)
         else:
             shared.append(opt)
     return shared, per_method
 
 
-def shipped_teacher_status(data_root: str, path: str = SHIPPED_TEACHER) -> Tuple[bool, str]:
-    """Whether the teacher checkpoint shipped with the repo can serve for ``data_root``:
-    ``(usable, reason)``. It can when it exists and was trained on the same annotation file
-    (the sha256 stored in its ``meta['mmkd']['train_ann_sha256']``)."""
+def shipped_status(path: str, train_ann: str, what: str = 'checkpoint') -> Tuple[bool, str]:
+    """Whether a checkpoint shipped with the repo can serve for the data whose train annotation
+    file is ``train_ann``: ``(usable, reason)``. It can when it exists and was trained on the
+    same file (the sha256 stored in its ``meta['mmkd']['train_ann_sha256']``)."""
+    from ..utils.checkpoint import checkpoint_meta, load_checkpoint_file
     full = osp.join(REPO_ROOT, path) if not osp.isabs(path) else path
     if not osp.isfile(full):
         return False, f'{path} is missing'
-    import torch
-    meta = (torch.load(full, map_location='cpu', weights_only=True).get('meta') or {})
+    meta = checkpoint_meta(load_checkpoint_file(full, what, mmap=True))
     want = (meta.get('mmkd') or {}).get('train_ann_sha256')
-    have = _file_digest(osp.join(data_root, 'annotations', 'instances_train.json'))
     if want is None:
         return False, f'{path} records no training-data fingerprint'
-    if want != have:
-        return False, (f'{path} was trained on other data than {data_root} (annotation '
-                       'fingerprints differ)')
+    if want != cached_digest(train_ann):
+        return False, (f'{path} was trained on other data than {osp.dirname(train_ann)} '
+                       '(annotation fingerprints differ)')
     return True, f'{path} (trained on this data set)'
 
 
-def build_plan(methods: Sequence[str], seeds: Sequence[int], epochs: Optional[int],
-               work_dir: str, data_root: str, extra_options: Sequence[str] = (),
-               cls_epochs: Optional[int] = None, teacher_epochs: Optional[int] = None,
-               teacher_ckpt: Optional[str] = None) -> Plan:
-    """All runs of a benchmark, in execution order: the teacher (seed 0, cached), DICOD's
-    classifier teacher if a method needs it, then per seed the plain student and each method.
-
-    ``extra_options`` are appended to every detector run's ``--cfg-options`` (and are part of
-    the hashes), those prefixed ``METHOD:`` to that method's runs only. ``epochs`` None keeps
-    the student config's own length (12); ``teacher_epochs`` (default:
-    ``TEACHER_EPOCH_FACTOR * epochs``) is the teacher's. ``teacher_ckpt``: an already trained
-    teacher (of ``TEACHER_CONFIG``) to evaluate and distil from instead of training one; its
-    file's sha256 is part of every dependent run's hash.
-    """
-    if not seeds:
-        raise ValueError('at least one seed is needed')
-    work_dir = osp.abspath(work_dir)
-    shared, per_method = split_method_options(extra_options)
-    base = data_options(data_root) + shared
-    if epochs is None:
-        epochs = int(load_resolved(STUDENT_CONFIG, base).train_cfg.max_epochs)
-    teacher_epochs = teacher_epochs or TEACHER_EPOCH_FACTOR * epochs
-
-    def det_options(spec: MethodSpec, seed: int, ep: int, more: Sequence[str]) -> List[str]:
-        own = list(spec.cfg_options) + per_method.get(spec.name, [])
-        cfg = load_resolved(spec.config, base + own)
-        return base + own + schedule_options(cfg, ep) + _seed_options(seed) + list(more)
-
-    def make(spec: MethodSpec, seed: int, folder: Optional[str], more: Sequence[str] = (),
-             extra: str = '') -> Run:
-        ep = teacher_epochs if spec.role == 'teacher' else epochs
-        opts = det_options(spec, seed, ep, more)
-        key = config_hash(spec.config, opts, seed, extra)
-        wd = folder.format(key=key[:12]) if folder else osp.join(
-            work_dir, 'runs', spec.name, f'seed{seed}-{key[:8]}')
-        cfg = load_resolved(spec.config, opts)
-        return Run(spec.name, spec.role, spec.config, seed, opts, wd, key, ep,
-                   _iters(cfg, 'train'), _iters(cfg, 'test'))
-
-    if teacher_ckpt:
-        given = resolve_path(teacher_ckpt, 'teacher checkpoint')
-        teacher = make(METHODS['teacher'], 0, osp.join(work_dir, 'cache', 'teacher-{key}'),
-                       extra=f'given_ckpt={_file_digest(given)}')
-        teacher.given_checkpoint = given
-        import torch
-        meta = torch.load(given, map_location='cpu', weights_only=True).get('meta') or {}
-        teacher.epochs = int(meta.get('epoch') or teacher.epochs)  # what it was trained for
-    else:
-        teacher = make(METHODS['teacher'], 0, osp.join(work_dir, 'cache', 'teacher-{key}'))
-    runs = [teacher]
-    cls_run = None
-    if any(METHODS[m].cls_teacher for m in methods):
-        cls_opts = data_options(data_root) + ['cls_train_cfg.seed=0']
-        extra = f'cls_epochs={cls_epochs}'
-        key = config_hash(CLS_TEACHER_CONFIG, cls_opts, 0, extra)
-        cls_run = Run('cls_teacher', 'cls_teacher', CLS_TEACHER_CONFIG, 0, cls_opts,
-                      osp.join(work_dir, 'cache', f'cls_teacher-{key[:12]}'), key, epochs,
-                      cls_epochs=cls_epochs)
-        runs.append(cls_run)
-    for seed in seeds:
-        runs.append(make(METHODS['student'], seed, None))
-        for m in methods:
-            spec = METHODS[m]
-            if spec.role == 'baseline':
-                runs.append(make(spec, seed, None))
-                continue
-            dep = cls_run if spec.cls_teacher else teacher
-            run = make(spec, seed, None, [f'model.teacher_ckpt={dep.final_checkpoint}'],
-                       extra=f'teacher={dep.key}')
-            run.needs = [dep.work_dir]
-            runs.append(run)
-    return Plan(runs, list(methods), list(seeds), epochs, work_dir, data_root,
-                list(extra_options))
+def shipped_teacher_status(data_root: str, path: Optional[str] = None) -> Tuple[bool, str]:
+    """:func:`shipped_status` of the shipped synthetic teacher for the built-in data in
+    ``data_root``."""
+    from .suite import SHIPPED_TEACHER
+    return shipped_status(path or SHIPPED_TEACHER,
+                          osp.join(data_root, 'annotations', 'instances_train.json'), 'teacher')
 
 
 # ---- time estimates ----------------------------------------------------------------------------
 class Timings:
     """Measured seconds per training iteration per method, kept in ``<work_dir>/timings.json``
-    for the next invocation's estimate, and a live correction factor for this one."""
+    for the next invocation's estimate, and a live correction factor for this one.
 
-    def __init__(self, work_dir: str) -> None:
+    Without a measurement, a run's rate is :data:`DEFAULT_SEC_PER_ITER` scaled by its image
+    size (pixels / 160 x 160) and, when ``single_thread_lanes``, by :data:`LANE_SLOWDOWN`."""
+
+    def __init__(self, work_dir: str, single_thread_lanes: bool = False) -> None:
         self.path = osp.join(work_dir, 'timings.json')
+        self.slowdown = LANE_SLOWDOWN if single_thread_lanes else 1.0
         self.measured: Dict[str, float] = {}
         if osp.isfile(self.path):
             with open(self.path) as f:
@@ -390,8 +388,11 @@ class Timings:
     def sec_per_iter(self, run: Run) -> float:
         if run.name in self.measured:
             return self.measured[run.name]
-        default = DEFAULT_SEC_PER_ITER.get(run.name, DEFAULT_SEC_PER_ITER.get(run.role, 0.4))
-        return default * self.factor
+        from .presets import base_method
+        name = base_method(run.name)
+        default = DEFAULT_SEC_PER_ITER.get(name, DEFAULT_SEC_PER_ITER.get(run.role, 0.4))
+        size = max(0.05, run.pixels / DEFAULT_PIXELS)
+        return default * size * self.slowdown * self.factor
 
     def estimate(self, run: Run, status: Optional[str] = None) -> float:
         """Seconds ``run`` still needs (0 when done)."""
@@ -485,21 +486,25 @@ def _tail(path: str, n: int = 40) -> str:
         return ''
 
 
+def _options(run: Run) -> List[str]:
+    return ['--cfg-options', *run.options] if run.options else []
+
+
 def train_command(run: Run, resume: bool) -> List[str]:
     if run.role == 'cls_teacher':
         cmd = [python_exe(), 'tools/train_cls_teacher.py', run.config, '--work-dir', run.work_dir]
         if run.cls_epochs is not None:
             cmd += ['--epochs', str(run.cls_epochs)]
-        return cmd + ['--cfg-options', *run.options]
+        return cmd + _options(run)
     cmd = [python_exe(), 'tools/train.py', run.config, '--work-dir', run.work_dir]
     if resume:
         cmd.append('--resume')
-    return cmd + ['--cfg-options', *run.options]
+    return cmd + _options(run)
 
 
 def test_command(run: Run) -> List[str]:
     return [python_exe(), 'tools/test.py', run.config, run.final_checkpoint, '--work-dir',
-            osp.join(run.work_dir, 'test'), '--cfg-options', *run.options]
+            osp.join(run.work_dir, 'test'), *_options(run)]
 
 
 def _write_json(path: str, obj) -> None:
@@ -529,6 +534,8 @@ def read_test_metrics(test_dir: str, stdout_text: str = '') -> dict:
         if ln.startswith('{') and METRIC_KEYS[0] in ln:
             data = ast.literal_eval(ln)
             return {k: data[k] for k in METRIC_KEYS if k in data}
+    if EMPTY_RESULTS in stdout_text:  # the model detected nothing at all: AP 0, said so
+        return dict({k: 0.0 for k in METRIC_KEYS}, no_detections=True)
     raise RunFailed(f'no COCO metrics found in {test_dir} (tools/test.py output changed?)')
 
 
@@ -567,12 +574,13 @@ class Executor:
         self.keep_going = keep_going
         self.progress_every = progress_every
         self.jobs = jobs
-        self.timings = Timings(plan.work_dir)
         self.failed: List[Tuple[Run, str]] = []
         self.env: Dict[str, str] = {}
         if jobs > 1 and 'OMP_NUM_THREADS' not in os.environ:
             threads = str(max(1, (os.cpu_count() or 1) // jobs))
             self.env = {'OMP_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads}
+        one_thread = self.env.get('OMP_NUM_THREADS', os.environ.get('OMP_NUM_THREADS')) == '1'
+        self.timings = Timings(plan.work_dir, single_thread_lanes=jobs > 1 and one_thread)
 
     def print(self, text: str) -> None:
         with self._lock:
@@ -590,7 +598,8 @@ class Executor:
             est = self.timings.estimate(r, st)
             what = {'done': 'done, skipped', 'test': 'trained; evaluate only',
                     'resume': f'resume from epoch {_last_epoch(r.work_dir)}',
-                    'train': 'train' if r.role == 'cls_teacher' else 'train + evaluate'}[st]
+                    'train': 'train' if r.role in ('cls_teacher', 'student_init')
+                    else 'train + evaluate'}[st]
             if st == 'test' and r.given_checkpoint:
                 what = 'given checkpoint; evaluate'
             idx = f'[{i}/{len(self.plan.runs)}]'
@@ -677,15 +686,18 @@ class Executor:
         return not self.failed
 
     def _missing_teacher(self, run: Run) -> Optional[str]:
-        for opt in run.options:
-            if opt.startswith('model.teacher_ckpt='):
-                path = opt.split('=', 1)[1]
-                return None if osp.isfile(path) else path
+        """The teacher checkpoint a run distils from when it is missing (None otherwise)."""
+        model = (run.cfg or {}).get('model') or {}
+        path = model.get('teacher_ckpt') if isinstance(model, dict) else None
+        if run.role == 'distill' and isinstance(path, str) and '://' not in path:
+            return None if osp.isfile(path) else path
         return None
 
     def _do(self, run: Run, status: str, t_start: float, later: Sequence[Run]) -> None:
         os.makedirs(run.work_dir, exist_ok=True)
-        _write_json(osp.join(run.work_dir, 'run.json'), asdict(run))
+        run.write_config()
+        _write_json(osp.join(run.work_dir, 'run.json'),
+                    {k: v for k, v in asdict(run).items() if k != 'cfg'})
         log = osp.join(run.work_dir, 'benchmark.log')
         state_path = osp.join(run.work_dir, 'train_time.json')
         state = {'seconds': 0.0}
@@ -706,6 +718,9 @@ class Executor:
                                 f'invocation. Last lines:\n{_tail(log)}')
             with self._lock:
                 self.timings.record(run, dt, run.epochs - first_epoch)
+        if run.role == 'student_init':
+            self.print(f'      {run.label}: trained ({run.epochs} epochs)')
+            return
         if run.role == 'cls_teacher':
             info = osp.join(run.work_dir, 'metrics.json')
             if osp.isfile(info):
@@ -720,6 +735,8 @@ class Executor:
             raise RunFailed(f'tools/test.py exited with {rc}; log {log}. Last lines:\n'
                             f'{_tail(log)}')
         metrics = read_test_metrics(osp.join(run.work_dir, 'test'), ''.join(lines))
+        if metrics.get('no_detections'):
+            self.print(f'      {run.label}: detected nothing on the val set (AP 0)')
         metrics.update(train_seconds=round(state.get('seconds', 0.0), 1),
                        test_seconds=round(time.time() - t0, 1), key=run.key, seed=run.seed,
                        name=run.name, epochs=run.epochs)
@@ -727,7 +744,8 @@ class Executor:
             metrics['checkpoint'] = run.given_checkpoint
         _write_json(run.metrics_file, metrics)
         ap = metrics.get(METRIC_KEYS[0], float('nan')) * 100
-        self.print(f'      {run.label}: AP {ap:.1f} (train {fmt_seconds(metrics["train_seconds"])})')
+        train = fmt_seconds(metrics['train_seconds'])
+        self.print(f'      {run.label}: AP {ap:.1f} (train {train})')
 
     def _progress(self, run: Run, t_start: float, t_run: float,
                   later: Sequence[Run]) -> Callable[[str], None]:

@@ -807,7 +807,8 @@ def write_gpu_speed_section(doc_path: str, body: str) -> None:
 
 
 __all__ = ['CallTimer', 'SpeedResult', 'measure_method', 'measure_cpu_memory', 'parse_options',
-           'speed_section', 'speed_table', 'write_speed_section', 'step_timers', 'prepare_pgm', 'COCO_PAIRS',
+           'speed_section', 'speed_table', 'write_speed_section', 'step_timers', 'prepare_pgm',
+           'COCO_PAIRS',
            'CocoSpeedResult', 'coco_methods', 'measure_coco_method', 'coco_speed_section',
            'coco_speed_table', 'seed_random_prototypes', 'strip_pretrained', 'synthetic_batch',
            'tensor_bytes', 'write_gpu_speed_section']

@@ -22,3 +22,5 @@ fgd_retinanet = dict(type='FGDLoss', temperature=0.5, alpha_fg=1e-3, beta_bg=5e-
 mgd_faster_rcnn = dict(type='MGDLoss', mask_ratio=0.45, levels=[0, 1, 2, 3], loss_weight=5e-7)
 mgd_retinanet = dict(type='MGDLoss', mask_ratio=0.65, loss_weight=2e-5)
 retinanet_teacher_init = ['neck', 'bbox_head']
+# The official FGD and MGD recipes clip gradients at max-norm 35.
+fgd_mgd_clip_grad = dict(max_norm=35, norm_type=2)

@@ -20,6 +20,7 @@ from ...utils.checkpoint import load_strict
 from ...utils.config import ModelSpec, load_model_cfg, unknown_option_error
 from ..distill_context import DistillContext, StudentDenseTargets, StudentRoIs
 from ..losses.base import BaseDistillLoss
+from ..utils.dense_head_compat import add_missing_loss_cls
 from ..utils.init_from_teacher import ModuleMapSpec, copy_teacher_modules, resolve_module_map
 from ..utils.loss_balance import LossBalancer
 from ..utils.progress import TrainProgress
@@ -135,6 +136,7 @@ class DistillDetector(BaseDetector):
         super().__init__(data_preprocessor=dp_cfg, init_cfg=init_cfg)
 
         self.student = MODELS.build(student_cfg)
+        add_missing_loss_cls(self.student)  # SSD heads predict under mmdet 3.3 (#11780)
         self.student_ckpt_meta: dict = {}
         self.teacher_ckpt_meta: dict = {}
         if student_ckpt is not None:
@@ -143,6 +145,7 @@ class DistillDetector(BaseDetector):
             print_log(f'DistillDetector: student starts from {student_ckpt} (strict load)',
                       logger='current')
         teacher_model = MODELS.build(teacher_cfg)
+        add_missing_loss_cls(teacher_model)
         if teacher_ckpt is None:
             print_log('DistillDetector: teacher_ckpt is None, so the teacher keeps its random '
                       'initialisation. Distilling from it is meaningless; this is only useful '
