@@ -13,8 +13,9 @@ import torch
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import mmkd  # noqa: E402,F401
 from mmengine.config import Config  # noqa: E402
+
+import mmkd  # noqa: E402,F401
 
 STUDENT_CFG = 'configs/synthetic/faster_rcnn_r18w16_fpn_12e_synthetic.py'
 TEACHER_CFG = 'configs/synthetic/faster_rcnn_r34w32_fpn_12e_synthetic.py'

@@ -195,7 +195,8 @@ def test_twin_hook_touches_only_the_twins_it_wrote(kd_run, tmp_path, synthetic_d
     assert f'{foreign} exists and was not written by this hook' in log
     assert not (work / 'epoch_2.pth').exists() and not (work / 'epoch_2_student.pth').exists()
     assert f'removed {work / "epoch_2_student.pth"}' in log
-    assert (work / f'epoch_{EPOCHS}.pth').exists() and (work / f'epoch_{EPOCHS}_student.pth').exists()
+    assert (work / f'epoch_{EPOCHS}.pth').exists()
+    assert (work / f'epoch_{EPOCHS}_student.pth').exists()
     assert not [n for n in os.listdir(work) if n.endswith('.mmkd-tmp')]
 
 

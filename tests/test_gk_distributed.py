@@ -6,7 +6,6 @@ import time
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from test_gk_losses import _Det
 
 from mmkd.models.methods.global_knowledge import RobustDistillingModule

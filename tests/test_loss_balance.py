@@ -217,7 +217,7 @@ def test_terms_that_do_not_reach_the_student_are_not_measured_until_they_do(logs
         aux = through(own, 3.0)
         losses = dict(loss_cls=t(2.0), loss_icd_mimic=mimic, loss_icd_aux=aux)
         out = b(losses, owners, {'loss_icd': 1.0}, TrainProgress(iter=i))
-        g_stu = torch.autograd.grad(out['loss_icd_mimic'], stu.weight, allow_unused=True)[0]
+        _g_stu = torch.autograd.grad(out['loss_icd_mimic'], stu.weight, allow_unused=True)[0]
         g_aux = torch.autograd.grad(out['loss_icd_aux'], own.weight)[0]
         assert g_aux is not None and torch.equal(g_aux, torch.zeros_like(g_aux))  # 0 * w: plain
         assert float(out['loss_icd_aux']) == 3.0

@@ -14,8 +14,8 @@ import torch
 from mmengine.config import Config
 
 from conftest import KD_CFG, REPO, STUDENT_CFG, tool_env
-from mmkd.apis import (add_common_args, add_mmkd_hooks, config_from_args, enable_amp,
-                       load_config, setup_cpu_distributed)
+from mmkd.apis import (add_common_args, add_mmkd_hooks, config_from_args, enable_amp, load_config,
+                       setup_cpu_distributed)
 from mmkd.apis.runner_setup import check_checkpoint_classes, count_dropped_boxes
 
 

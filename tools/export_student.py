@@ -18,10 +18,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmkd.utils.tool_warnings import quiet_known_warnings  # noqa: E402
 
 quiet_known_warnings()
-import mmkd  # noqa: E402,F401
 from mmdet.registry import MODELS  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 
+import mmkd  # noqa: E402,F401
 from mmkd.apis import load_config, student_model_cfg  # noqa: E402
 from mmkd.utils.checkpoint import (CheckpointError, export_student_checkpoint,  # noqa: E402
                                    load_checkpoint_file, load_strict, student_path_for)

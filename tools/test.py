@@ -15,10 +15,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmkd.utils.tool_warnings import quiet_known_warnings  # noqa: E402
 
 quiet_known_warnings()
-import mmkd  # noqa: E402,F401
 from mmengine.config import ConfigDict  # noqa: E402
 from mmengine.model import is_model_wrapper  # noqa: E402
 
+import mmkd  # noqa: E402,F401
 from mmkd.apis import (add_common_args, build_runner, check_eval_metrics,  # noqa: E402
                        close_distributed, config_from_args, is_distill, setup_cpu_distributed,
                        student_model_cfg)
@@ -45,7 +45,8 @@ def apply_eval_metrics(cfg, metrics) -> None:
     if unknown:
         raise ValueError(f'--eval {sorted(unknown)}: supported are {sorted(MMDET2_METRICS)}; '
                          'for other evaluators set test_evaluator with --cfg-options')
-    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    evaluators = (cfg.test_evaluator if isinstance(cfg.test_evaluator, list)
+                  else [cfg.test_evaluator])
     coco = [e for e in evaluators if str(e.get('type', '')).endswith('CocoMetric')]
     if not coco:
         raise ValueError('--eval needs a CocoMetric test_evaluator in the config')
@@ -55,7 +56,8 @@ def apply_eval_metrics(cfg, metrics) -> None:
 
 def coco_metrics(cfg) -> list:
     """Every metric name the config's CocoMetric test evaluators compute."""
-    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    evaluators = (cfg.test_evaluator if isinstance(cfg.test_evaluator, list)
+                  else [cfg.test_evaluator])
     names = []
     for e in evaluators:
         if str(e.get('type', '')).endswith('CocoMetric'):

@@ -13,9 +13,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmkd.utils.tool_warnings import quiet_known_warnings  # noqa: E402
 
 quiet_known_warnings()
-import mmkd  # noqa: E402,F401  registers mmkd into mmdet's registries
 from mmengine.logging import print_log  # noqa: E402
 
+import mmkd  # noqa: E402,F401  registers mmkd into mmdet's registries
 from mmkd.apis import (add_common_args, add_mmkd_hooks, build_runner,  # noqa: E402
                        close_distributed, config_from_args, enable_amp, preflight_train,
                        setup_cpu_distributed, setup_resume)

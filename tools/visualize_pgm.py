@@ -21,9 +21,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmkd.utils.tool_warnings import quiet_known_warnings  # noqa: E402
 
 quiet_known_warnings()
-import mmkd  # noqa: E402,F401
 import cv2  # noqa: E402
 import matplotlib  # noqa: E402
+
+import mmkd  # noqa: E402,F401
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402

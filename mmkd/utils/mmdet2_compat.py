@@ -4,8 +4,9 @@ Most mmdet 2.x checkpoints load into the mmdet 3.x model of the same architectur
 model-zoo files mmdet 3.3 itself links for Faster R-CNN, RetinaNet, Mask R-CNN and FCOS are the
 2020 "v2.0" files, and their module names (``backbone.layer1.0.conv1``,
 ``neck.lateral_convs.0.conv``, ``rpn_head.rpn_conv`` / ``rpn_cls`` / ``rpn_reg``,
-``roi_head.bbox_head.shared_fcs.0`` / ``fc_cls`` / ``fc_reg``, ``bbox_head.cls_convs.0.conv`` / ``retina_cls`` / ``retina_reg``) are the mmdet 3.x
-names (``tests/test_mmdet2_compat.py`` builds both layouts and checks that they are equal).
+``roi_head.bbox_head.shared_fcs.0`` / ``fc_cls`` / ``fc_reg``, ``bbox_head.cls_convs.0.conv`` /
+``retina_cls`` / ``retina_reg``) are the mmdet 3.x names (``tests/test_mmdet2_compat.py`` builds
+both layouts and checks that they are equal).
 
 What differs is listed in :data:`MMDET2_RENAMES`. mmdet 3.x renames those keys itself inside
 ``load_state_dict`` (``AnchorFreeHead._load_from_state_dict``), but mmkd compares the keys

@@ -9,9 +9,8 @@ from mmdet.registry import HOOKS
 from mmengine.dist import master_only
 from mmengine.hooks import CheckpointHook, Hook
 
-from ...utils.checkpoint import (CheckpointError, TWIN_WRITER, checkpoint_meta,
-                                 export_student_checkpoint, load_checkpoint_file,
-                                 student_path_for)
+from ...utils.checkpoint import (TWIN_WRITER, CheckpointError, checkpoint_meta,
+                                 export_student_checkpoint, load_checkpoint_file, student_path_for)
 
 
 def twin_written_for(twin: str, source: str) -> bool:

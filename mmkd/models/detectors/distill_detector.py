@@ -128,6 +128,7 @@ class DistillDetector(BaseDetector):
                  init_cfg: Optional[dict] = None) -> None:
         from mmdet.utils import register_all_modules
         from mmengine.registry import DefaultScope
+
         # Register mmdet's modules; set the default scope only if nobody did (keep mmyolo's...).
         register_all_modules(init_default_scope=DefaultScope.get_current_instance() is None)
         student_cfg = load_model_cfg(student, 'student')
