@@ -6,9 +6,9 @@ import time
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_gk_losses import _Det
 
 from mmkd.models.methods.global_knowledge import RobustDistillingModule
+from test_gk_losses import _Det
 
 
 def _data(rank):
