@@ -162,3 +162,10 @@ def test_checkpoint_classes_checked_in_name_and_order():
     with pytest.raises(ValueError, match=r"only the checkpoint has \['c'\], only the data set "
                                          r"has \['d'\]"):
         check_checkpoint_classes(Model(), ['a', 'b', 'd'])
+
+    class FeatureOnly(Model):  # no loss compares class outputs: a warning, not an error
+        distill_losses = {'loss_feat': type('L', (), {'requires_same_classes': False})()}
+    check_checkpoint_classes(FeatureOnly(), ['c', 'b', 'a'])
+    FeatureOnly.student_ckpt, FeatureOnly.student_ckpt_meta = 's.pth', Model.teacher_ckpt_meta
+    with pytest.raises(ValueError, match="student checkpoint 's.pth'"):  # the student's own
+        check_checkpoint_classes(FeatureOnly(), ['c', 'b', 'a'])

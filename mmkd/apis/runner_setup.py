@@ -312,11 +312,19 @@ def check_checkpoint_classes(model, classes: Optional[Sequence[str]]) -> None:
             only_d = sorted(set(ours) - set(theirs))
             what = (f'different names (only the checkpoint has {only_t}, only the data set has '
                     f'{only_d})')
-        raise ValueError(
-            f"{role} checkpoint '{path}' was trained on classes {theirs} but the training data "
-            f'set has {ours}: {what}. Its class outputs would be matched to the wrong classes. '
-            f'Use a {role} trained on this data set (same classes, same order), or give the '
-            "data set the checkpoint's classes in its order (dataset metainfo=dict(classes=...)).")
+        msg = (f"{role} checkpoint '{path}' was trained on classes {theirs} but the training "
+               f'data set has {ours}: {what}. Its class outputs would be matched to the wrong '
+               f'classes. Use a {role} trained on this data set (same classes, same order), or '
+               "give the data set the checkpoint's classes in its order (dataset "
+               'metainfo=dict(classes=...)).')
+        losses = getattr(model, 'distill_losses', None) or {}
+        if role == 'teacher' and losses and not any(
+                getattr(l, 'requires_same_classes', True) for l in losses.values()):
+            # no loss compares class-wise outputs (e.g. features only, declared so)
+            print_log(f'mmkd: {msg} No distillation loss here compares class outputs, so '
+                      'training goes on.', logger='current', level=30)
+            continue
+        raise ValueError(msg)
 
 
 def count_dropped_boxes(dataset) -> Optional[Dict[str, Any]]:
