@@ -233,7 +233,8 @@ def test_soft_label_is_weighted_by_each_rois_robustness():
     feat_s = torch.stack([_unit(1, 0), _unit(1, 1), _unit(5, -2)])[:, :, None, None]
     feat_t = torch.stack([_unit(1, 1), _unit(1, 3), _unit(-3, 1)])[:, :, None, None]
     boxes = torch.tensor([[0., 0., 20., 20.], [10., 10., 40., 30.], [30., 0., 60., 20.]])
-    assign = AssignResult(2, torch.tensor([1, 2, 0]), torch.ones(3), labels=torch.tensor([0, 1, -1]))
+    assign = AssignResult(2, torch.tensor([1, 2, 0]), torch.ones(3),
+                          labels=torch.tensor([0, 1, -1]))
     sres = SamplingResult(torch.tensor([0, 1]), torch.tensor([2]), boxes, boxes[:2], assign,
                           torch.zeros(3, dtype=torch.uint8))
     rois = torch.cat([torch.zeros(3, 1), boxes], 1)
