@@ -5,10 +5,11 @@ Every mutation below is an exact source edit (``anchor`` -> ``replacement``) tha
 file exactly once; the check refuses to run if any anchor is missing or ambiguous, so an edit
 elsewhere in the library shows up here instead of silently testing nothing.
 
-The working tree is never modified: the repository (tracked and untracked, non-ignored files) is
-copied to a temporary folder, the tests run there with ``PYTHONPATH`` pointing at the copy (the
-check verifies that ``mmkd`` is imported from it), and each mutated file is restored in the copy
-before the next mutation (``try/finally``). The golden fixtures are taken from
+The working tree is never modified: the repository (tracked and untracked, non-ignored files;
+with ``--ref``, the files of that commit) is copied to a temporary folder, the tests run there
+with ``PYTHONPATH`` pointing at the copy (the check verifies that ``mmkd`` is imported from
+it), and each mutated file is restored in the copy before the next mutation
+(``try/finally``). The golden fixtures are taken from
 ``$MMKD_GOLDEN_DIR`` or ``../shared/golden`` beside the checkout and required
 (``MMKD_REQUIRE_GOLDEN=1``), so a golden test can never pass by skipping.
 
@@ -21,6 +22,7 @@ Usage::
     python tools/mutation_check.py --list          # names, files and test selections
     python tools/mutation_check.py -m dicod_loc_norm -m mgd_no_mask   # a subset
     python tools/mutation_check.py --json out.json # also write the results as JSON
+    python tools/mutation_check.py --ref HEAD      # the last commit, not the working tree
 
 Exit status: 0 when every mutation is killed, 1 when one survives, 2 on a setup error (anchor
 not found, failing baseline, mmkd imported from the wrong place).
@@ -150,7 +152,14 @@ def repo_files(repo: str) -> List[str]:
     return [p for p in out.split('\0') if p and osp.isfile(osp.join(repo, p))]
 
 
-def copy_repo(repo: str, dest: str) -> None:
+def copy_repo(repo: str, dest: str, ref: Optional[str] = None) -> None:
+    """Copy the working tree (``ref`` None) or the files of commit ``ref`` to ``dest``."""
+    if ref is not None:
+        os.makedirs(dest)
+        archive = subprocess.run(['git', 'archive', '--format=tar', ref], cwd=repo, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(['tar', '-x', '-C', dest], input=archive, check=True)
+        return
     for rel in repo_files(repo):
         target = osp.join(dest, rel)
         os.makedirs(osp.dirname(target), exist_ok=True)
@@ -233,6 +242,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--list', action='store_true', help='list the mutations and exit')
     ap.add_argument('--json', help='also write the results to this JSON file')
     ap.add_argument('--timeout', type=int, default=1800, help='seconds per pytest run')
+    ap.add_argument('--ref', help='test this commit (e.g. HEAD) instead of the working tree, '
+                    'which may hold other people\'s unfinished edits')
     ap.add_argument('--keep', action='store_true', help='keep the temporary copy')
     ap.add_argument('--skip-baseline', action='store_true',
                     help='do not run the selected tests on the unmutated copy first')
@@ -250,7 +261,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for m in chosen:
             print(f'{m.name:28s} {m.path}\n    {m.what}\n    tests: {" ".join(m.tests)}')
         return 0
-    problems = check_anchors(REPO, chosen)
+    copy_root = tempfile.mkdtemp(prefix='mmkd_mutation_')
+    copy = osp.join(copy_root, 'repo')
+    try:
+        return _run(args, chosen, copy)
+    finally:
+        if args.keep:
+            print(f'copy kept at {copy}')
+        else:
+            shutil.rmtree(copy_root, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, chosen: List[Mutation], copy: str) -> int:
+    start = time.time()
+    copy_repo(REPO, copy, args.ref)
+    problems = check_anchors(copy, chosen)
     if problems:
         print('mutation anchors do not match the source (update tools/mutation_check.py):\n  '
               + '\n  '.join(problems), file=sys.stderr)
@@ -261,36 +286,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 2
 
-    start = time.time()
-    copy_root = tempfile.mkdtemp(prefix='mmkd_mutation_')
-    copy = osp.join(copy_root, 'repo')
-    try:
-        copy_repo(REPO, copy)
-        env = test_env(copy, golden)
-        where = subprocess.run([sys.executable, '-c', 'import mmkd; print(mmkd.__file__)'],
-                               cwd=copy, env=env, capture_output=True, text=True).stdout.strip()
-        if not where.startswith(copy):
-            print(f'mmkd is imported from {where!r}, not from the copy {copy}', file=sys.stderr)
+    env = test_env(copy, golden)
+    where = subprocess.run([sys.executable, '-c', 'import mmkd; print(mmkd.__file__)'],
+                           cwd=copy, env=env, capture_output=True, text=True).stdout.strip()
+    if not where.startswith(copy):
+        print(f'mmkd is imported from {where!r}, not from the copy {copy}', file=sys.stderr)
+        return 2
+    if not args.skip_baseline:
+        files = sorted({t for m in chosen for t in m.tests})
+        print(f'baseline: {len(files)} test files on the unmutated copy ...', flush=True)
+        base = run_pytest(copy, env, files, SLOW, args.timeout)
+        print(f'  {base["summary"]} ({base["seconds"]} s)', flush=True)
+        if base['rc'] != 0:
+            print('the tests fail without any mutation; fix them first:\n'
+                  + base['output'][-4000:], file=sys.stderr)
             return 2
-        if not args.skip_baseline:
-            files = sorted({t for m in chosen for t in m.tests})
-            print(f'baseline: {len(files)} test files on the unmutated copy ...', flush=True)
-            base = run_pytest(copy, env, files, SLOW, args.timeout)
-            print(f'  {base["summary"]} ({base["seconds"]} s)', flush=True)
-            if base['rc'] != 0:
-                print('the tests fail without any mutation; fix them first:\n'
-                      + base['output'][-4000:], file=sys.stderr)
-                return 2
-        for m in chosen:
-            print(f'{m.name}: {m.what} ...', flush=True)
-            m.result = mutate(copy, m, env, args.timeout)
-            print(f'  {m.result["status"]}: {m.result["summary"]} ({m.result["seconds"]} s)',
-                  flush=True)
-    finally:
-        if args.keep:
-            print(f'copy kept at {copy}')
-        else:
-            shutil.rmtree(copy_root, ignore_errors=True)
+    for m in chosen:
+        print(f'{m.name}: {m.what} ...', flush=True)
+        m.result = mutate(copy, m, env, args.timeout)
+        print(f'  {m.result["status"]}: {m.result["summary"]} ({m.result["seconds"]} s)',
+              flush=True)
 
     total = time.time() - start
     print('\n| mutation | file | result | killed by (failing tests) |')
