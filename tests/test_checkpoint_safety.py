@@ -292,3 +292,12 @@ def test_export_refuses_to_overwrite_its_input(tmp_path):
     with pytest.raises(ValueError, match='is the input checkpoint itself'):
         export_student_checkpoint(src, str(link))
     assert open(src, 'rb').read() == before
+
+
+def test_memory_mapped_load_reads_legacy_files_too(tmp_path):
+    """mmap=True (metadata peeks: twins, benchmark, load_from) also reads pre-1.6 files."""
+    legacy = tmp_path / 'legacy.pth'
+    torch.save({'meta': {'epoch': 3}, 'state_dict': {'w': torch.ones(2)}}, legacy,
+               _use_new_zipfile_serialization=False)
+    ckpt = load_checkpoint_file(str(legacy), mmap=True)
+    assert ckpt['meta'] == {'epoch': 3} and torch.equal(ckpt['state_dict']['w'], torch.ones(2))

@@ -13,7 +13,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
-from ..utils.checkpoint import check_resume_checkpoint
+from ..utils.checkpoint import check_resume_checkpoint, load_checkpoint_file
 from ..utils.config import check_option_keys, load_model_cfg
 from ..utils.paths import resolve_path
 
@@ -383,10 +383,15 @@ def log_dropped_boxes(dataset, split: str = 'train') -> Optional[Dict[str, Any]]
 
 
 def preflight_train(runner, resume: Optional[Tuple[str, bool]] = None) -> None:
-    """Checks before any training step: the resume checkpoint (strict), non-empty train and
-    validation sets, the teacher's classes against the data set's, and a count of the boxes
+    """Checks before any training step: the resume checkpoint (strict), a ``load_from`` file
+    that loads, non-empty train and validation sets, the teacher's classes against the data set's, and a count of the boxes
     mmdet drops silently."""
     check_resume(runner, resume)
+    load_from = getattr(runner, '_load_from', None)
+    if resume is None and load_from and not getattr(runner, '_resume', False):
+        # mmengine loads load_from itself (non-strictly, as mmdet's fine-tuning recipes
+        # expect); a broken file still gets mmkd's message naming it
+        load_checkpoint_file(load_from, 'load_from', mmap=True)
     check_datasets_not_empty(runner, ('train', 'val'))
     model = unwrap(runner.model)
     check_checkpoint_classes(model, dataset_classes(runner.train_dataloader.dataset))

@@ -192,6 +192,7 @@ def load_checkpoint_file(path: str, role: str = 'checkpoint',
     if osp.getsize(full) == 0:
         raise _unloadable(path, full, role, 'is empty: a copy or download that did '
                           'not finish, or a process killed while writing it')
+    mmap = mmap and zipfile.is_zipfile(full)  # legacy (pre-1.6) files cannot be mapped
     try:
         checkpoint = safe_torch_load(full, map_location=map_location, mmap=mmap)
     except (OSError, MemoryError):
