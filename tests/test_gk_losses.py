@@ -11,8 +11,8 @@ from torch import nn
 from mmkd.models import DistillContext
 from mmkd.models.methods.global_knowledge import (RobustDistillingModule, box_descriptors,
                                                   gk_levels, gk_masked_error)
-from mmkd.models.utils.box_mask import paint_box_mask_overwrite
 from mmkd.models.utils import TrainProgress
+from mmkd.models.utils.box_mask import paint_box_mask_overwrite
 
 
 class _Neck(nn.Module):

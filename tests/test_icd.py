@@ -16,11 +16,11 @@ from mmengine.config import Config
 from mmengine.logging import MessageHub
 
 from conftest import REPO, data_options, run_tool
+from mmkd.models.methods.icd import (InstanceBatch, InstanceConditionalDistillLoss, InstanceDecoder,
+                                     InstanceEncoder, InstancePriors, build_instances,
+                                     flatten_levels, level_padding_mask, num_slots, scale_bins,
+                                     weighted_value_mimic)
 from test_e2e_evidence import read_scalars
-from mmkd.models.methods.icd import (InstanceBatch, InstanceConditionalDistillLoss,
-                                     InstanceDecoder, InstanceEncoder, InstancePriors,
-                                     build_instances, flatten_levels, level_padding_mask,
-                                     num_slots, scale_bins, weighted_value_mimic)
 
 ICD_CFG = 'configs/synthetic/kd_icd_r34w32_r18w16_12e_synthetic.py'
 
@@ -73,6 +73,7 @@ def test_instances_real_first_fake_from_priors_points_inside_boxes():
 
 def test_priors_are_fitted_on_the_training_annotations(synthetic_data):
     from mmdet.datasets import CocoDataset
+
     from mmkd.datasets import SYNTHETIC_CLASSES
     root = synthetic_data['data_root']
     ds = CocoDataset(data_root=root, ann_file='annotations/instances_train.json',
@@ -170,6 +171,7 @@ def test_the_loss_passes_its_temperature_to_the_token_weights():
     for p in loss.parameters():
         p.data.normal_(0, 1.0)
     from mmdet.structures import DetDataSample
+
     from mmkd.models import DistillContext
     s = (torch.randn(1, 8, 4, 4), )
     t = (torch.randn(1, 8, 4, 4), )
