@@ -384,8 +384,8 @@ def log_dropped_boxes(dataset, split: str = 'train') -> Optional[Dict[str, Any]]
 
 def preflight_train(runner, resume: Optional[Tuple[str, bool]] = None) -> None:
     """Checks before any training step: the resume checkpoint (strict), a ``load_from`` file
-    that loads, non-empty train and validation sets, the teacher's classes against the data set's, and a count of the boxes
-    mmdet drops silently."""
+    that loads, non-empty train and validation sets, the teacher's classes against the data
+    set's, and a count of the boxes mmdet drops silently."""
     check_resume(runner, resume)
     load_from = getattr(runner, '_load_from', None)
     if resume is None and load_from and not getattr(runner, '_resume', False):
