@@ -2,10 +2,13 @@
 ``pip install`` (``python -m mmkd.tools.NAME`` or the ``mmkd-*`` console scripts) and through
 ``mim`` (``mim train mmkd CONFIG``: a built mmkd carries the scripts in ``mmkd/.mim/tools``).
 
-``make_synthetic_data``, ``dist_launch``, ``dist_train`` and ``dist_test`` live here. The other
-tools' code is still the script ``tools/NAME.py`` of mmkd's root (the checkout, or ``mmkd/.mim``
-of a built mmkd, see :mod:`mmkd.utils.paths`): ``python -m mmkd.tools.NAME`` runs that one
-script, so there is a single copy of each tool.
+The code of ``train``, ``test``, ``export_student``, ``make_synthetic_data`` and the torchrun
+launchers (``dist_launch``, ``dist_train``, ``dist_test``) lives here; ``tools/NAME.py`` of a
+checkout are thin wrappers. The other tools (``benchmark``, ``benchmark_speed``,
+``publish_checkpoint``, ``train_cls_teacher``, ``visualize_pgm``) are still the scripts
+``tools/NAME.py`` of mmkd's root (the checkout, or ``mmkd/.mim`` of a built mmkd, see
+:mod:`mmkd.utils.paths`): ``python -m mmkd.tools.NAME`` runs that script. Either way there is one
+copy of each tool.
 """
 from __future__ import annotations
 
