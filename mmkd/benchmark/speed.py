@@ -159,10 +159,9 @@ class SpeedResult:
 
 
 def _grad_scaler():
-    """A CUDA GradScaler (``torch.amp`` spelling where it exists)."""
-    if hasattr(torch, 'amp') and hasattr(torch.amp, 'GradScaler'):
-        return torch.amp.GradScaler('cuda')
-    return torch.cuda.amp.GradScaler()
+    """A CUDA GradScaler (``torch.amp`` spelling where it exists; see torch_compat)."""
+    from ..utils.torch_compat import cuda_grad_scaler
+    return cuda_grad_scaler()
 
 
 def _pgm_losses(model) -> List[nn.Module]:
