@@ -67,7 +67,8 @@ model = dict(
 
 
 def _save_teacher(config, path, classes):
-    """A teacher checkpoint of ``config`` (random weights, fixed seed) recording ``classes``."""
+    """A checkpoint of ``config`` (random weights, fixed seed) recording ``classes``: stands
+    for a trained teacher, or for the converged student of the finetune protocol."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -92,7 +93,7 @@ def user_setup(tmp_path_factory):
         (root / name).write_text(text)
         files[name] = str(root / name)
     names = [CLASSES[k] for k in sorted(CLASSES)]
-    for name in ('my_teacher', 'my_retina_teacher'):
+    for name in ('my_teacher', 'my_retina_teacher', 'my_retina_student'):
         files[f'{name}.pth'] = _save_teacher(files[f'{name}.py'], str(root / f'{name}.pth'),
                                              names)
     return root, files
@@ -186,7 +187,8 @@ def test_benchmark_your_own_data_end_to_end(user_setup, tmp_path):
         work = tmp_path / cmd[cmd.index('--teacher') + 1].replace('.py', '')
         out = run_tool(_tiny(cmd, files, work), timeout=900).stdout
         assert 'estimated time' in out and 'given checkpoint; evaluate' in out
-        report = (work / 'report.md').read_text()
+        report = (work / ('report_finetune.md' if 'finetune' in cmd else 'report.md')
+                  ).read_text()
         lines = report.splitlines()
         rows = {n: next((l for l in lines if l.startswith(f'| {n}')), None) for n in methods}
         assert all(rows.values()), report
@@ -202,11 +204,18 @@ def test_benchmark_your_own_data_end_to_end(user_setup, tmp_path):
             assert re.search(rf'\*\*{skipped} skipped\*\*: DICOD distils from an image '
                              'classifier', report)
             assert f'SKIPPED {skipped}:' in out
-        for png in ('benchmark_ap.png', 'benchmark_ap_sizes.png', 'benchmark_loss.png'):
-            assert (work / 'images' / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', png
+        prefix = 'benchmark_finetune' if 'finetune' in cmd else 'benchmark'
+        for png in ('ap', 'ap_sizes', 'loss'):
+            path = work / 'images' / f'{prefix}_{png}.png'
+            assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', png
+            assert f'](images/{prefix}_{png}.png)' in report
         if list(work.glob('runs/*/seed0-*/loss_balance.json')):
             assert '### Loss balance' in report
-    # the one-stage pair ran the one-stage variants
-    cfg = open(next((tmp_path / 'my_retina_teacher').glob('runs/pgm/seed0-*/'
-                                                          'benchmark_config.py'))).read()
+    # the one-stage pair ran the one-stage variants, every run from the converged student
+    one = tmp_path / 'my_retina_teacher'
+    cfg = open(next(one.glob('runs/pgm/seed0-*/benchmark_config.py'))).read()
     assert "boxes='auto'" in cfg and 'strides=[' in cfg
+    assert f"student_ckpt='{files['my_retina_student.pth']}'" in cfg
+    plain = open(next(one.glob('runs/student/seed0-*/benchmark_config.py'))).read()
+    assert f"load_from = '{files['my_retina_student.pth']}'" in plain
+    assert 'finetune protocol' in (one / 'report_finetune.md').read_text()

@@ -304,6 +304,38 @@ def test_markdown_table_numbers():
     assert 'below' in markdown_table(rows, ['teacher', 'student'])[1][0]
 
 
+def test_loss_balance_table(tmp_path):
+    """Ratios of the runs' loss_balance.json, averaged over seeds, per method and term; a run
+    without the file (or with a broken one) adds nothing."""
+    from mmkd.benchmark.report import loss_balance_table
+    from mmkd.benchmark.runs import Plan, Run
+
+    def run(name, seed, data):
+        wd = tmp_path / f'{name}{seed}'
+        wd.mkdir()
+        if data is not None:
+            (wd / 'loss_balance.json').write_text(data if isinstance(data, str) else
+                                                  json.dumps(data))
+        return Run(name, 'distill', str(wd / 'c.py'), seed, [], str(wd), 'k', 1)
+
+    def lb(ratio, final, scale=1.0, warned=False):
+        return dict(version=1, measured_iters=20, detection_loss=1.3,
+                    terms={'loss_cwd': dict(ratio=ratio, scale=scale, warned=warned)},
+                    final={'loss_cwd': final})
+
+    plan = Plan([run('cwd', 0, lb(40.0, 2.0, warned=True)), run('cwd', 1, lb(60.0, 4.0)),
+                 run('cwd+ab', 0, lb(1.0, 0.5, scale=0.02)), run('pkd', 0, None),
+                 run('fgd', 0, '{broken')], ['cwd', 'cwd+ab', 'pkd', 'fgd'], [0, 1], 1,
+                str(tmp_path))
+    table = loss_balance_table(plan)
+    rows = [l for l in table.splitlines() if l.startswith('| cwd')]
+    assert rows == ['| cwd | `loss_cwd` | 50.00 | 3.00 | 1 | yes |',
+                    '| cwd+ab | `loss_cwd` | 1.00 | 0.50 | 0.02 | no |']
+    assert 'first 20 iterations' in table and '| pkd' not in table
+    plan.runs = plan.runs[3:]
+    assert loss_balance_table(plan) is None
+
+
 def test_replace_section_keeps_the_rest(tmp_path):
     doc = tmp_path / 'bench.md'
     doc.write_text('# Title\n\nintro\n\n## Other\n\nkeep me\n')

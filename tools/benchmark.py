@@ -230,8 +230,9 @@ def main(argv=None) -> int:
     try:
         spec = builtin(args, args.dry_run or args.report_only) if is_builtin else \
             user_spec(args)
-        what = (f'preset {args.preset or "quick"} ({PRESETS[args.preset or "quick"].description})'
-                if is_builtin else f'{args.data_config}')
+        preset = args.preset or 'quick'
+        what = (f'{args.data_config}' if not is_builtin else f'preset {preset}' if args.methods
+                else f'preset {preset} ({PRESETS[preset].description})')
         print(f'mmkd benchmark, {what}, protocol {args.protocol}; checking the input and '
               'planning...')
         plan = build_plan(spec)

@@ -44,8 +44,9 @@ METRIC_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75', 'coco/bb
 #: cores (the first estimate only; measured rates from ``timings.json`` replace them).
 DEFAULT_SEC_PER_ITER = {'teacher': 0.5, 'student': 0.28, 'distill': 0.38, 'pgm': 0.42,
                         'pgm_online': 0.4, 'icd': 0.5, 'dicod': 0.45, 'dsig': 0.6,
-                        'gid': 0.45, 'mgd': 0.4, 'baseline': 0.4, 'student_init': 0.28,
-                        'cls_teacher': 0.02}
+                        'gid': 0.45, 'mgd': 0.4, 'student_init': 0.28,
+                        # DSIG's student widened to 128 channels, plain and converged
+                        'student_n128': 0.5, 'student_init_n128': 0.5, 'cls_teacher': 0.02}
 #: Runs side by side on one thread each train this much slower per iteration than one run on
 #: every core (measured by the last full benchmark on the 2-core machine: its default-rate ETA
 #: was 1.7x too short).
@@ -275,8 +276,10 @@ class Run:
             return json.load(f)
 
     def write_config(self) -> None:
-        """Write ``cfg`` to ``config`` (atomically) when it is not there yet."""
-        if self.cfg is None or osp.isfile(self.config):
+        """Write ``cfg`` to ``config`` (atomically), before every training or test process:
+        mmengine's Runner dumps its own copy of the config under the same name into the work
+        dir, with its runtime additions."""
+        if self.cfg is None:
             return
         os.makedirs(osp.dirname(self.config), exist_ok=True)
         tmp = self.config[:-3] + '.tmp.py'
@@ -402,7 +405,7 @@ class Timings:
         spi = self.sec_per_iter(run)
         if run.role == 'cls_teacher':
             return STARTUP_SECONDS + 60.0 * self.factor
-        test = STARTUP_SECONDS + 0.5 * spi * run.test_iters
+        test = 0.0 if run.role == 'student_init' else STARTUP_SECONDS + 0.5 * spi * run.test_iters
         if status == 'test':
             return test
         left = run.epochs
@@ -730,6 +733,7 @@ class Executor:
             return
         t0 = time.time()
         lines: List[str] = []
+        run.write_config()
         rc = _stream(test_command(run), log, lines.append, self.env)
         if rc != 0:
             raise RunFailed(f'tools/test.py exited with {rc}; log {log}. Last lines:\n'
