@@ -46,7 +46,8 @@ warnings.filterwarnings('ignore', message='.*pkg_resources.*')
 from mmkd.utils.tool_warnings import quiet_known_warnings  # noqa: E402
 
 quiet_known_warnings()
-from mmkd.benchmark.plan import PROTOCOLS, BenchmarkSpec, build_plan  # noqa: E402
+from mmkd.benchmark.plan import (PROTOCOLS, BenchmarkSpec, build_plan,  # noqa: E402
+                                 expand_methods)
 from mmkd.benchmark.presets import METHOD_PRESETS  # noqa: E402
 from mmkd.benchmark.report import build_report  # noqa: E402
 from mmkd.benchmark.runs import (Executor, default_jobs, ensure_data, fmt_seconds,  # noqa: E402
@@ -140,13 +141,14 @@ def user_spec(args) -> BenchmarkSpec:
     if args.preset:
         raise SystemExit('error: --preset is for the built-in data; with --data-config choose '
                          '--methods')
+    methods = args.methods.split(',') if args.methods else list(METHOD_PRESETS)
+    expand_methods(methods)  # an unknown name stops here, before anything is read or written
     student = parse_model_spec(args.student)
     scale = tuple(_ints(args.img_scale, '--img-scale')) if args.img_scale else None
     if scale is not None and len(scale) != 2:
         raise SystemExit('error: --img-scale is W,H')
     pipelines = student_pipelines(student) if osp.isdir(args.data_config) else None
     data = resolve_data(args.data_config, args.work_dir, pipelines, scale, args.batch_size)
-    methods = args.methods.split(',') if args.methods else list(METHOD_PRESETS)
     return BenchmarkSpec(
         data=data, teacher=parse_model_spec(args.teacher), student=student, methods=methods,
         seeds=_ints(args.seeds, '--seeds') if args.seeds else [0], work_dir=args.work_dir,
