@@ -46,8 +46,7 @@ warnings.filterwarnings('ignore', message='.*pkg_resources.*')
 from mmkd.utils.tool_warnings import quiet_known_warnings  # noqa: E402
 
 quiet_known_warnings()
-from mmkd.benchmark.plan import (PROTOCOLS, BenchmarkSpec, build_plan,  # noqa: E402
-                                 expand_methods)
+from mmkd.benchmark.plan import PROTOCOLS, BenchmarkSpec, build_plan, expand_methods  # noqa: E402
 from mmkd.benchmark.presets import METHOD_PRESETS  # noqa: E402
 from mmkd.benchmark.report import build_report  # noqa: E402
 from mmkd.benchmark.runs import (Executor, default_jobs, ensure_data, fmt_seconds,  # noqa: E402
