@@ -41,10 +41,20 @@ def test_amp_switches_the_optim_wrapper_or_every_wrapper_of_a_dict(monkeypatch):
     cfg = _cfg(STUDENT_CFG)
     assert enable_amp(cfg) and cfg.optim_wrapper.type == 'AmpOptimWrapper'
     assert not enable_amp(cfg)
+    # several optimisers, long form (one wrapper per key, as the ICD configs write it)
     icd = _cfg('configs/synthetic/kd_icd_r34w32_r18w16_12e_synthetic.py')
     assert enable_amp(icd)
-    assert icd.optim_wrapper.type == icd.optim_wrapper.distill.type == 'AmpOptimWrapper'
+    wrappers = {k: v for k, v in icd.optim_wrapper.items() if isinstance(v, dict)}
+    assert set(wrappers) == {'student', 'distill'}
+    assert {w.type for w in wrappers.values()} == {'AmpOptimWrapper'}
     assert icd.optim_wrapper.constructor == 'DistillOptimWrapperConstructor'
+    # short form: the inherited single-optimiser keys plus the extra wrapper
+    sgd, adam = dict(type='SGD', lr=0.01), dict(type='AdamW', lr=1e-4)
+    short = Config(dict(optim_wrapper=dict(
+        type='OptimWrapper', optimizer=sgd, constructor='DistillOptimWrapperConstructor',
+        distill=dict(type='OptimWrapper', optimizer=adam, params=['distill_losses']))))
+    assert enable_amp(short)
+    assert short.optim_wrapper.type == short.optim_wrapper.distill.type == 'AmpOptimWrapper'
 
 
 def test_both_local_rank_spellings_and_work_dir_default():
