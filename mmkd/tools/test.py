@@ -14,6 +14,7 @@ from mmkd.utils.tool_warnings import quiet_known_warnings  # noqa: E402
 
 quiet_known_warnings()
 from mmengine.config import ConfigDict  # noqa: E402
+from mmengine.dist import is_main_process  # noqa: E402
 from mmengine.model import is_model_wrapper  # noqa: E402
 
 import mmkd  # noqa: E402,F401
@@ -93,7 +94,8 @@ def main() -> None:
         load_strict(model, args.checkpoint, role='test')
         runner._has_loaded = True
         metrics = runner.test()
-        print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+        if is_main_process():  # every rank has the metrics; print them once
+            print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
         ok = True
     finally:
         del runner, model  # drop the DDP wrapper before the process group goes
