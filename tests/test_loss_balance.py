@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 from mmengine.logging import MessageHub, MMLogger
 
-from conftest import KD_CFG, REPO
+from conftest import KD_CFG, REPO, tool_env
 from mmkd.models.utils import LossBalancer, TrainProgress
 from mmkd.models.utils.loss_balance import (balance_scale, detection_loss, keys_checksum,
                                             measure_only, parse_auto_balance, parse_report,
@@ -323,48 +322,55 @@ sys.path.insert(0, {repo!r})
 from mmengine.logging import MessageHub
 from mmkd.models.utils import LossBalancer, TrainProgress
 from mmkd.models.utils.loss_balance import parse_auto_balance, parse_report
+
+
+def run(rank):
+    MessageHub.get_instance('ddp-test')
+    names = ['loss_a', 'loss_b']
+    b = LossBalancer({{'loss_a': 1.0, 'loss_b': 1.0}}, {{n: n for n in names}},
+                     parse_report(dict(iters=2)),
+                     parse_auto_balance(dict(target_ratio=0.5), names))
+    # rank 0 / rank 1 values; means over the ranks, by hand:
+    #   det: it0 (1 + 3)/2 = 2, it1 (2 + 2)/2 = 2 -> sum 4
+    #   loss_a: it0 (2 + 6)/2 = 4, it1 (8 + 0)/2 = 4 -> 8 / 4 = ratio 2 -> scale 0.25
+    #   loss_b: it0 (0.2 + 0)/2 = 0.1, it1 0.1 -> 0.2 / 4 = 0.05 -> scale 1
+    vals = [[(1.0, 2.0, 0.2), (2.0, 8.0, 0.2)], [(3.0, 6.0, 0.0), (2.0, 0.0, 0.0)]][rank]
+    for i, (det, a, bb) in enumerate(vals):
+        losses = dict(loss_cls=torch.tensor(det), loss_a=torch.tensor(a), loss_b=torch.tensor(bb))
+        b(losses, {{'loss_a': 'loss_a', 'loss_b': 'loss_b'}}, {{'loss_a': 1.0, 'loss_b': 1.0}},
+          TrainProgress(iter=i))
+    out = dict(report=b.report())
+    # the ranks compute differently named terms: every rank stops with the same error
+    c = LossBalancer({{'loss_a': 1.0}}, {{'loss_a': 'k'}}, parse_report(True), None)
+    key = ['loss_a_x', 'loss_a_y'][rank]
+    try:
+        c(dict(loss_cls=torch.tensor(1.0), **{{key: torch.tensor(1.0)}}), {{key: 'loss_a'}},
+          {{'loss_a': 1.0}}, TrainProgress(iter=0))
+        out['mismatch'] = 'no error'
+    except RuntimeError as exc:
+        out['mismatch'] = str(exc)
+    with open(os.path.join({out!r}, f'rank{{rank}}.json'), 'w') as f:
+        json.dump(out, f)
+    tdist.barrier()
+
+
 rank = int(os.environ['RANK'])
-tdist.init_process_group('gloo', rank=rank, world_size=2)
-MessageHub.get_instance('ddp-test')
-names = ['loss_a', 'loss_b']
-b = LossBalancer({{'loss_a': 1.0, 'loss_b': 1.0}}, {{n: n for n in names}},
-                 parse_report(dict(iters=2)), parse_auto_balance(dict(target_ratio=0.5), names))
-# rank 0 / rank 1 values; means over the ranks, by hand:
-#   det: it0 (1 + 3)/2 = 2, it1 (2 + 2)/2 = 2 -> sum 4
-#   loss_a: it0 (2 + 6)/2 = 4, it1 (8 + 0)/2 = 4 -> 8 / 4 = ratio 2 -> scale 0.25
-#   loss_b: it0 (0.2 + 0)/2 = 0.1, it1 0.1 -> 0.2 / 4 = 0.05 -> scale 1
-vals = [[(1.0, 2.0, 0.2), (2.0, 8.0, 0.2)], [(3.0, 6.0, 0.0), (2.0, 0.0, 0.0)]][rank]
-for i, (det, a, bb) in enumerate(vals):
-    losses = dict(loss_cls=torch.tensor(det), loss_a=torch.tensor(a), loss_b=torch.tensor(bb))
-    b(losses, {{'loss_a': 'loss_a', 'loss_b': 'loss_b'}}, {{'loss_a': 1.0, 'loss_b': 1.0}},
-      TrainProgress(iter=i))
-out = dict(report=b.report())
-# the ranks compute differently named terms: every rank stops with the same error
-c = LossBalancer({{'loss_a': 1.0}}, {{'loss_a': 'k'}}, parse_report(True), None)
-key = ['loss_a_x', 'loss_a_y'][rank]
+# the ranks meet through a file (new for each test): no port is picked first and bound later
+tdist.init_process_group('gloo', init_method='file://' + {store!r}, rank=rank, world_size=2)
 try:
-    c(dict(loss_cls=torch.tensor(1.0), **{{key: torch.tensor(1.0)}}), {{key: 'loss_a'}},
-      {{'loss_a': 1.0}}, TrainProgress(iter=0))
-    out['mismatch'] = 'no error'
-except RuntimeError as exc:
-    out['mismatch'] = str(exc)
-with open(os.path.join({out!r}, f'rank{{rank}}.json'), 'w') as f:
-    json.dump(out, f)
-tdist.barrier()
-tdist.destroy_process_group()  # a gloo group left open can abort the interpreter at exit
+    run(rank)
+finally:
+    tdist.destroy_process_group()  # a gloo group left open can abort the interpreter at exit
 '''
 
 
 def test_two_gloo_processes_decide_the_same_from_the_mean_over_ranks(tmp_path):
     script = tmp_path / 'ddp.py'
-    script.write_text(DDP_SCRIPT.format(repo=REPO, out=str(tmp_path)))
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    script.write_text(DDP_SCRIPT.format(repo=REPO, out=str(tmp_path),
+                                        store=str(tmp_path / 'rdzv')))
     procs = []
     for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
-                   MASTER_PORT=str(port), OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+        env = tool_env(dict(RANK=str(rank)))  # no MASTER_PORT: the ranks meet through a file
         procs.append(subprocess.Popen([sys.executable, str(script)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
