@@ -91,6 +91,10 @@ def test_detection_loss_is_the_sum_of_the_students_loss_keys_as_mmengine_parses_
     # 0.5 + 0.25 (list: sum of means) + 2.0 (tensor: mean); acc has no 'loss'; distill keys out
     assert float(detection_loss(losses, ['loss_cwd', 'loss_gk'])) == 2.75
     assert float(detection_loss({'acc': t(1.0)}, [])) == 0.0
+    # by owner: a loss name and every key '<name>_...' are distillation keys, measured or not
+    losses = {'loss_cls': t(1.5), 'loss_icd_mimic': t(4.0), 'loss_icd_aux_conf': t(8.0),
+              'loss_icdx': t(0.25)}
+    assert float(detection_loss(losses, ['loss_icd_mimic'], ['loss_icd'])) == 1.75
 
 
 def test_scale_and_suggested_weight_by_hand():
@@ -196,6 +200,41 @@ def test_auto_balance_scales_by_hand_with_only_decrease_zero_and_delayed_terms(l
     assert float(outs[4][0]['loss_late']) == 1.0 and float(outs[3][0]['loss_late']) == 4.0
     text = [m for m in logs.warnings() if 'loss_big' in m][0]
     assert 'auto_balance scales it by 0.125 (effective loss_weight 0.25, 0.5x)' in text
+
+
+def test_warning_suggests_the_terms_own_weight_option_from_the_loss_modules():
+    """GK's bg term has its own bg_weight, ICD's mimic its mimic_weight (whose loss_weight must
+    stay 1): the warning suggests those; a loss without per-term options gets loss_weight."""
+    from mmkd.models.losses.cwd import ChannelWiseDistillLoss
+    from mmkd.models.methods.global_knowledge.robust_distilling import RobustDistillingModule
+    from mmkd.models.methods.icd.icd_loss import InstanceConditionalDistillLoss
+    losses = dict(loss_gk=RobustDistillingModule(bg_weight=4.0, loss_weight=2.0),
+                  loss_icd=InstanceConditionalDistillLoss(mimic_weight=3.0),
+                  loss_cwd=ChannelWiseDistillLoss(loss_weight=10.0))
+    b = LossBalancer.from_detector(losses, dict(loss_gk={}, loss_icd={}, loss_cwd={}),
+                                   dict(iters=1, warn_ratio=1.0), None)
+    # bg: 8x -> bg_weight 4 * 0.5 / 8 = 0.25 (loss_weight 2 is part of the measured value)
+    text = b.warning_text('loss_gk_bg', 'loss_gk', 8.0)
+    assert ('Suggested bg_weight: 0.25 instead of 4, which brings it to 0.5x: set '
+            'model.distill_losses.loss_gk.bg_weight=0.25, or turn on model.auto_balance=True.'
+            ) in text, text
+    assert 'also scales' not in text
+    # mimic: 6x -> 3 * 0.5 / 6 = 0.25
+    assert ('Suggested mimic_weight: 0.25 instead of 3, which brings it to 0.5x: set '
+            'model.distill_losses.loss_icd.mimic_weight=0.25') in \
+        b.warning_text('loss_icd_mimic', 'loss_icd', 6.0)
+    # cwd: 40x -> 10 * 0.5 / 40 = 0.125
+    assert 'set model.distill_losses.loss_cwd.loss_weight=0.125, or' in \
+        b.warning_text('loss_cwd', 'loss_cwd', 40.0)
+    # list form: the index, as mmengine's --cfg-options spells it
+    b = LossBalancer.from_detector(losses, [{}, {}, {}], True, None)
+    assert 'set model.distill_losses.0.bg_weight=0.25' in \
+        b.warning_text('loss_gk_bg', 'loss_gk', 8.0)
+    # ICD's aux terms are never measured, so auto_balance cannot be told about them
+    with pytest.raises(ValueError, match="'loss_icd_aux_reg' is never balanced: "
+                                         'InstanceConditionalDistillLoss declares it in '
+                                         'balance_exclude'):
+        LossBalancer.from_detector(losses, {}, True, dict(terms=dict(loss_icd_aux_reg=False)))
 
 
 def test_terms_that_do_not_reach_the_student_are_not_measured_until_they_do(logs):
@@ -340,6 +379,16 @@ def run(rank):
         b(losses, {{'loss_a': 'loss_a', 'loss_b': 'loss_b'}}, {{'loss_a': 1.0, 'loss_b': 1.0}},
           TrainProgress(iter=i))
     out = dict(report=b.report())
+    # the ranks compute different NUMBERS of terms: the fixed-size header finds it before an
+    # all-reduce of a different size on each rank (which could hang), and every rank stops
+    d = LossBalancer({{'loss_a': 1.0}}, {{'loss_a': 'k'}}, parse_report(True), None)
+    keys = [['loss_a_x'], ['loss_a_x', 'loss_a_y']][rank]
+    try:
+        d(dict(loss_cls=torch.tensor(1.0), **{{k: torch.tensor(1.0) for k in keys}}),
+          {{k: 'loss_a' for k in keys}}, {{'loss_a': 1.0}}, TrainProgress(iter=0))
+        out['count_mismatch'] = 'no error'
+    except RuntimeError as exc:
+        out['count_mismatch'] = str(exc)
     # the ranks compute differently named terms: every rank stops with the same error
     c = LossBalancer({{'loss_a': 1.0}}, {{'loss_a': 'k'}}, parse_report(True), None)
     key = ['loss_a_x', 'loss_a_y'][rank]
@@ -384,6 +433,7 @@ def test_two_gloo_processes_decide_the_same_from_the_mean_over_ranks(tmp_path):
     assert outs[0]['report']['detection_loss'] == 2.0
     for out in outs:
         assert 'the ranks computed different distillation terms' in out['mismatch']
+        assert 'the ranks computed different distillation terms' in out['count_mismatch']
 
 
 def test_keys_checksum_depends_on_names_and_order():
@@ -471,3 +521,60 @@ def test_no_shipped_config_turns_auto_balance_on():
             if re.search(r'auto_balance', code):
                 found.append(osp.join(root, f))
     assert seen > 40 and not found
+
+
+def test_icd_aux_terms_are_not_measured_and_nothing_runs_between_the_windows(monkeypatch):
+    """ICD through DistillDetector.loss: the aux terms (balance_exclude) are logged and trained
+    but never measured nor counted in the detection loss; once the mimic term's window is over,
+    an iteration walks no autograd graph and reduces nothing until the final window."""
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    from mmkd.models.utils import loss_balance as lb
+    register_all_modules()
+    cfg = Config.fromfile(osp.join(REPO, 'configs/synthetic/kd_icd_r34w32_r18w16_12e_synthetic.py'))
+    cfg.model.teacher_ckpt = None
+    cfg.model.distill_losses.loss_icd.bypass_iters = 0  # mimic reaches the student at once
+    cfg.model.balance_report = dict(iters=2, final_iters=1)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).train()
+    packed = demo_mm_inputs(2, [[3, 64, 64], [3, 64, 64]], num_items=[2, 1], num_classes=8,
+                            use_box_type=False)
+    data = model.data_preprocessor(packed, True)
+    calls = dict(walk=0, reduce=0)
+
+    def counted(name):
+        real = getattr(lb, name)
+
+        def wrapper(*args, **kwargs):
+            calls['walk' if name == 'reaches_parameters' else 'reduce'] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(lb, 'reaches_parameters', counted('reaches_parameters'))
+    monkeypatch.setattr(lb, 'mean_across_ranks', counted('mean_across_ranks'))
+    hub = MessageHub.get_current_instance()
+    hub.update_info('max_iters', 6)
+    per_iter, student_det = [], 0.0
+    for it in range(6):
+        hub.update_info('iter', it)
+        before = dict(calls)
+        losses = model.loss(data['inputs'], copy.deepcopy(data['data_samples']))
+        per_iter.append((calls['walk'] - before['walk'], calls['reduce'] - before['reduce']))
+        assert losses['loss_icd_aux_conf'].requires_grad  # still logged and trained
+        if it < 2:  # the first window: Faster R-CNN's four loss entries, summed by hand
+            student_det += sum(float(sum(x.mean() for x in v) if isinstance(v, list)
+                                     else v.mean()) for k, v in losses.items()
+                               if k in ('loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox'))
+    # iteration 0: one walk (mimic, not active yet), one reduction; 1: the window goes on
+    # without a walk; 2-4: nothing at all; 5: the final window (a reduction, no walk)
+    assert per_iter == [(1, 1), (0, 1), (0, 0), (0, 0), (0, 0), (0, 1)], per_iter
+    state = model.loss_balance.state
+    assert set(state['terms']) == {'loss_icd_mimic'}
+    assert state['terms']['loss_icd_mimic']['decided']
+    assert set(state['final']['sums']) == {'loss_icd_mimic'}
+    # the detection loss of the first window is the student's four entries, no ICD term in it
+    det_sum, det_n = state['det_first']
+    assert det_n == 2 and det_sum == pytest.approx(student_det, rel=1e-6)

@@ -22,7 +22,7 @@ from ..distill_context import DistillContext, StudentDenseTargets, StudentRoIs
 from ..losses.base import BaseDistillLoss
 from ..utils.dense_head_compat import add_missing_loss_cls
 from ..utils.init_from_teacher import ModuleMapSpec, copy_teacher_modules, resolve_module_map
-from ..utils.loss_balance import LossBalancer
+from ..utils.loss_balance import LossBalancer, term_key
 from ..utils.progress import TrainProgress
 from ..utils.recorder import MethodRecorder
 from ..utils.teacher_inputs import TeacherInputAdapter
@@ -332,10 +332,10 @@ class DistillDetector(BaseDetector):
             out = loss(ctx)
             if isinstance(out, dict):
                 for k, v in out.items():
-                    key = k if k.startswith('loss_') else f'{name}_{k}'
+                    key = term_key(name, k)
                     losses[key] = v * weights[name] if 'loss' in key else v
-                    if 'loss' in key:
-                        terms[key] = name
+                    if 'loss' in key and k not in loss.balance_exclude:
+                        terms[key] = name  # measured (excluded terms: see loss_balance.py)
             else:
                 losses[name] = out * weights[name]
                 terms[name] = name

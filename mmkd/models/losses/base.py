@@ -1,7 +1,7 @@
 """Base class of every mmkd distillation loss."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, FrozenSet, Optional, Union
+from typing import TYPE_CHECKING, Dict, FrozenSet, Mapping, Optional, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
@@ -28,6 +28,14 @@ class BaseDistillLoss(BaseModule):
             'teacher_roi_head', 'teacher_head'}``.
         requires_same_classes: False when teacher and student may have different class
             counts (e.g. a classification teacher).
+        balance_exclude: the output terms (keys of the dict :meth:`forward` returns) that the
+            loss-balance report leaves out because they never reach the student's parameters
+            (ICD's ``aux_conf`` / ``aux_reg``, which train only ICD's own modules). They are
+            logged and trained as configured, but never measured, at no per-iteration cost.
+        term_weight_keys: ``{term: constructor option that weights it}`` (e.g.
+            ``{'fg': 'fg_weight'}``), so the loss-balance warning suggests that option rather
+            than ``loss_weight``, which scales every term of the loss. :meth:`term_weight`
+            reads the option's current value.
 
     Args:
         loss_weight: constant weight.
@@ -37,6 +45,8 @@ class BaseDistillLoss(BaseModule):
 
     needs: FrozenSet[str] = frozenset()
     requires_same_classes: bool = True
+    balance_exclude: Tuple[str, ...] = ()
+    term_weight_keys: Mapping[str, str] = {}
 
     def __init__(self, loss_weight: float = 1.0, weight_schedule: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -65,6 +75,13 @@ class BaseDistillLoss(BaseModule):
             if f'{role}_head' in self.needs and getattr(model, 'bbox_head', None) is None:
                 raise ValueError(f'{name} needs a {role} with a dense bbox_head; '
                                  f'{type(model).__name__} has none.')
+
+    def term_weight(self, term: str) -> Optional[float]:
+        """The current value of the option that weights ``term`` (see ``term_weight_keys``;
+        the attribute of that name), or None when the term has no option of its own."""
+        option = self.term_weight_keys.get(term)
+        value = None if option is None else getattr(self, option, None)
+        return None if value is None else float(value)
 
     def weight(self, progress: TrainProgress) -> float:
         """``loss_weight`` times the schedule factor at ``progress``."""

@@ -27,6 +27,7 @@ class DenseHeadKDLoss(BaseDistillLoss):
     """
 
     needs = frozenset({'student_dense_targets', 'teacher_head'})
+    term_weight_keys = {'cls': 'cls_weight', 'reg': 'reg_weight'}
 
     def __init__(self, cls_weight: float = 1.0, reg_weight: float = 1.0,
                  temperature: float = 1.0, **kwargs) -> None:

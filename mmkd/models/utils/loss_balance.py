@@ -10,18 +10,23 @@ worse than without distillation. The report makes that visible; ``auto_balance``
 Definitions (every value is a batch mean as mmengine logs it, then averaged over the ranks):
 
 * **detection loss** ``D(i)`` at iteration ``i``: the sum of the student's own loss entries, i.e.
-  every key of the loss dict that contains ``'loss'`` and is not a distillation key, each reduced
+  every key of the loss dict that contains ``'loss'`` and is not a distillation key (a loss
+  name, a key starting with a loss name and ``_``, or a key a loss returned), each reduced
   as mmengine's ``parse_losses`` does (a tensor by ``.mean()``, a list of tensors by the sum of
   their means). For Faster R-CNN: ``loss_rpn_cls + loss_rpn_bbox + loss_cls + loss_bbox``.
-* **term**: one distillation loss key (``loss_cwd``, ``loss_gk_bg``...).
+* **term**: one distillation loss key (``loss_cwd``, ``loss_gk_bg``...), except the keys a
+  loss declares in ``balance_exclude`` (terms that by design never reach the student, such as
+  ICD's ``aux_conf``/``aux_reg``, which train only ICD's own modules): those are never measured
+  and cost nothing.
   Its *configured* value ``T(i)`` is ``loss_weight x raw value``: the weight from the config,
   **without** the ``weight_schedule`` factor (a warm-up or decay does not distort the
   measurement; the schedule still applies on top of the balanced weight). A term whose schedule
   factor is 0 at an iteration is not computed there and counts as not active.
 * **active**: a term is active at an iteration when its value is non-zero *and* its autograd
-  graph reaches a student parameter, on at least one rank. A term that only trains the
-  method's own modules (ICD's ``aux_conf``/``aux_reg``, which fit its decoder) or one computed
-  on detached student features (ICD's ``mimic`` during ``bypass_iters``) is not active there.
+  graph reaches a student parameter, on at least one rank. A term computed on detached student
+  features (ICD's ``mimic`` during ``bypass_iters``) is not active there. Only a term not
+  active yet is checked (a walk of its autograd graph); a term that never becomes active and is
+  not declared in ``balance_exclude`` keeps every iteration measuring.
 * **measurement window** of a term: the ``K = iters`` iterations from its first active one,
   zeros after that included. Terms active from the start are measured over iterations
   ``0 .. K-1``; a delayed term (ICD after ``bypass_iters``, a schedule that starts at 0, an
@@ -37,12 +42,18 @@ Definitions (every value is a batch mean as mmengine logs it, then averaged over
 * **final ratio**: ``sum E(i) / sum D(i)`` over the last ``final_iters`` iterations of training,
   ``E(i)`` being the term as added to the loss (scale and schedule included).
 
-Under DDP the per-iteration values are averaged over the ranks (one all-reduce of a float64
-vector of ``3 + 2 x number of terms`` numbers, only in iterations that measure: the first
-``iters``, the windows of terms not measured yet, the last ``final_iters``), so every rank
-takes the same decisions from the same numbers and the state is identical on every rank. The
-term keys must be the same on every rank (they are: they depend on the config and the
-iteration, not on the data); a checksum of the key names checks it.
+An iteration measures only in the first ``iters`` iterations, while a term is not decided yet
+(not active yet, or inside its window) and in the last ``final_iters``; in any other iteration
+the balancer does no work at all (no device sync, no graph walk, no collective). An iteration
+that measures syncs with the device once: the detection loss, the term values and the
+"active" flags (the non-zero test on the device, the graph walk on the host) travel in one
+float64 vector of ``1 + 2 x number of terms`` numbers. Under DDP that vector is averaged over
+the ranks, so every rank takes the same decisions from the same numbers and the state is
+identical on every rank. The term keys must be the same on every rank (they are: they depend on
+the config and the iteration, not on the data): before the vector, a fixed-size header
+(number of terms and a checksum of their names, as max and min over the ranks) is all-reduced
+and checked, so ranks with different terms all stop with the same error instead of entering
+all-reduces of different sizes.
 
 The state is plain Python (ints, floats, strings) so that it is saved in the checkpoint's
 ``meta['loss_balance']`` by :class:`~mmkd.engine.hooks.LossBalanceHook` and restored exactly on
@@ -83,17 +94,28 @@ def loss_value(value: Any) -> Optional[Tensor]:
     return None
 
 
-def detection_loss(losses: Mapping[str, Any], exclude: Sequence[str]) -> Tensor:
-    """The student's detection loss: the sum of the entries whose key contains ``'loss'`` and is
-    not in ``exclude`` (the distillation keys), each reduced by :func:`loss_value`.
+def term_key(name: str, part: str) -> str:
+    """The loss-dict key of term ``part`` of the distillation loss ``name``: ``part`` itself when
+    it already starts with ``loss_``, else ``<name>_<part>`` (``loss_gk`` + ``bg`` ->
+    ``loss_gk_bg``)."""
+    return part if part.startswith('loss_') else f'{name}_{part}'
+
+
+def detection_loss(losses: Mapping[str, Any], exclude: Sequence[str],
+                   owners: Sequence[str] = ()) -> Tensor:
+    """The student's detection loss: the sum of the entries whose key contains ``'loss'``, is
+    not in ``exclude`` and is neither a name in ``owners`` nor starts with one and ``_`` (the
+    distillation keys), each reduced by :func:`loss_value`.
 
     Returns:
         A detached 0-dim tensor (0.0 when there is no such entry).
     """
     skip = set(exclude)
+    prefixes = tuple(f'{n}_' for n in owners)
+    skip.update(owners)
     total: Optional[Tensor] = None
     for key, value in losses.items():
-        if 'loss' not in key or key in skip:
+        if 'loss' not in key or key in skip or key.startswith(prefixes):
             continue
         v = loss_value(value)
         if v is not None:
@@ -153,6 +175,22 @@ def keys_checksum(keys: Sequence[str]) -> int:
     """crc32 of the term names, to check every rank measures the same terms (< 2**32, exact in
     float64 and through an average)."""
     return zlib.crc32('\n'.join(keys).encode('utf-8'))
+
+
+def same_keys_on_all_ranks(keys: Sequence[str], device: Union[str, torch.device] = 'cpu'
+                           ) -> bool:
+    """Whether every rank of the default process group measures the same term keys (True
+    without one). A fixed-size header ``[n, -n, crc, -crc]`` is all-reduced with ``max``: the
+    ranks agree exactly when max and min of both numbers coincide. Every rank gets the same
+    answer, and the header has the same size on every rank whatever its keys, so a mismatch is
+    found before an all-reduce whose size depends on the number of terms."""
+    if dist.get_world_size() <= 1:
+        return True
+    n, crc = float(len(keys)), float(keys_checksum(keys))
+    head = torch.tensor([n, -n, crc, -crc], dtype=torch.float64, device=device)
+    dist.all_reduce(head, op='max')
+    hi_n, lo_n, hi_c, lo_c = head.tolist()
+    return hi_n == -lo_n == n and hi_c == -lo_c == crc
 
 
 class _MeasureOnly(torch.autograd.Function):
@@ -312,14 +350,25 @@ class LossBalancer:
         auto_balance: parsed ``auto_balance`` options (:func:`parse_auto_balance`) or None.
         student: the student model, to tell whether a term reaches its parameters; None
             skips that check (every non-zero term counts as active).
+        excluded: ``{term key: loss name}`` of the terms the losses leave out of the balance
+            (``balance_exclude``): never measured, named in the warnings as the siblings a
+            ``loss_weight`` also scales.
+        term_weights: ``{term key: (option, config key, current value)}`` of the terms weighted
+            by an option of their own (``term_weight_keys``): the warning suggests that option
+            instead of ``loss_weight``.
     """
 
     def __init__(self, loss_weights: Mapping[str, float], config_keys: Mapping[str, str],
                  report: Optional[Dict[str, Any]], auto_balance: Optional[Dict[str, Any]],
-                 student: Optional[torch.nn.Module] = None) -> None:
+                 student: Optional[torch.nn.Module] = None,
+                 excluded: Optional[Mapping[str, str]] = None,
+                 term_weights: Optional[Mapping[str, Tuple[str, str, float]]] = None) -> None:
         self.student = student
+        self._param_ids: Optional[frozenset] = None  # ids of the student's parameters, once
         self.loss_weights = dict(loss_weights)
         self.config_keys = dict(config_keys)
+        self.excluded = dict(excluded or {})
+        self.term_weights = dict(term_weights or {})
         self.report_opts = report
         self.auto = auto_balance
         base = report or REPORT_DEFAULTS
@@ -343,11 +392,27 @@ class LossBalancer:
         if not names or (report_opts is None and auto_opts is None):
             return None
         if isinstance(loss_cfgs, Mapping) or loss_cfgs is None:
-            keys = {n: f'model.distill_losses.{n}.loss_weight' for n in names}
+            where = {n: f'model.distill_losses.{n}' for n in names}
         else:
-            keys = {n: f'model.distill_losses.{i}.loss_weight' for i, n in enumerate(names)}
+            where = {n: f'model.distill_losses.{i}' for i, n in enumerate(names)}
+        keys = {n: f'{where[n]}.loss_weight' for n in names}
         weights = {n: float(getattr(l, 'loss_weight', 1.0)) for n, l in losses.items()}
-        balancer = cls(weights, keys, report_opts, auto_opts, student)
+        excluded = {term_key(n, part): n for n, l in losses.items()
+                    for part in getattr(l, 'balance_exclude', ())}
+        term_weights = {}
+        for n, l in losses.items():
+            for part, option in getattr(l, 'term_weight_keys', {}).items():
+                value = l.term_weight(part)
+                if value is not None and term_key(n, part) not in excluded:
+                    term_weights[term_key(n, part)] = (option, f'{where[n]}.{option}', value)
+        named = [k for k in (auto_opts or {}).get('terms', {}) if k in excluded]
+        if named:
+            raise ValueError(
+                f'auto_balance.terms: {", ".join(map(repr, named))} is never balanced: '
+                f'{type(losses[excluded[named[0]]]).__name__} declares it in balance_exclude '
+                "(it trains only the loss's own modules, never the student). Remove it from "
+                'auto_balance.terms.')
+        balancer = cls(weights, keys, report_opts, auto_opts, student, excluded, term_weights)
         if auto_opts is not None:
             print_log(f'auto_balance: over the first {balancer.iters} active iterations of each '
                       'distillation term, measure it against the detection loss (it passes no '
@@ -468,7 +533,9 @@ class LossBalancer:
     def _reaches_student(self, value: Tensor) -> bool:
         if self.student is None:
             return True
-        return reaches_parameters(value, {id(p) for p in self.student.parameters()})
+        if self._param_ids is None:  # the student's parameters do not change: collect once
+            self._param_ids = frozenset(id(p) for p in self.student.parameters())
+        return reaches_parameters(value, self._param_ids)
 
     def _measure(self, losses: Dict[str, Any], keys: List[str], terms: Mapping[str, str],
                  weights: Mapping[str, float], progress: TrainProgress
@@ -480,22 +547,22 @@ class LossBalancer:
         final = self._in_final_window(progress)
         pending = [not st['terms'][k]['decided'] for k in keys]
         if not (step < self.iters or final or any(pending)):
-            return None  # nothing to measure: no all-reduce, no device sync
-        det = detection_loss(losses, list(keys) + list(self.loss_weights))
-        vals = [det] + [loss_value(losses[k]) for k in keys]
-        # active flags, only for terms not started yet (the same terms on every rank)
-        flags = [float(st['terms'][k]['start'] < 0 and float(v) != 0.0
-                       and self._reaches_student(losses[k]))
+            return None  # nothing to measure: no all-reduce, no device sync, no graph walk
+        det = detection_loss(losses, list(keys) + list(self.excluded), list(self.loss_weights))
+        vals = [v.to(det.device, torch.float64) for v in
+                [det] + [loss_value(losses[k]) for k in keys]]
+        # active flags, only for terms not started yet (the same terms on every rank): the
+        # graph walk on the host, the non-zero test on the device (no sync of its own)
+        off = vals[0].new_zeros(())
+        flags = [(v != 0).to(torch.float64) if st['terms'][k]['start'] < 0
+                 and self._reaches_student(losses[k]) else off
                  for k, v in zip(keys, vals[1:])]
-        vec = torch.stack([v.to(det.device, torch.float64) for v in vals])
-        vec = torch.cat([vec, vec.new_tensor(flags + [float(len(keys)),
-                                                      float(keys_checksum(keys))])])
-        vec = mean_across_ranks(vec).tolist()
-        if vec[-2] != float(len(keys)) or vec[-1] != float(keys_checksum(keys)):
+        if not same_keys_on_all_ranks(keys, det.device):
             raise RuntimeError(
                 f'loss balance: the ranks computed different distillation terms this iteration '
                 f'(this rank: {keys}). The measurement needs the same loss keys on every rank; '
                 'a loss whose output keys depend on the data cannot be balanced.')
+        vec = mean_across_ranks(torch.stack(vals + flags)).tolist()  # the one device sync
         n = len(keys)
         d, means, active = vec[0], vec[1:1 + n], vec[1 + n:1 + 2 * n]
         if step < self.iters:
@@ -543,25 +610,36 @@ class LossBalancer:
             print_log(self.warning_text(key, name, ratio, t['scale']), logger='current',
                       level=30)
 
+    def weight_option(self, key: str, name: str) -> Tuple[str, str, float, List[str]]:
+        """The option that weights term ``key`` of loss ``name``: ``(option, config key,
+        current value, other terms it also scales)``. The term's own option where its loss
+        declares one (``term_weight_keys``, e.g. ``bg_weight``), else the loss's
+        ``loss_weight``, which scales every term of the loss (measured or excluded)."""
+        if key in self.term_weights:
+            option, cfg_key, value = self.term_weights[key]
+            return option, cfg_key, value, []
+        siblings = [k for k, n in {**self.state['owners'], **self.excluded}.items()
+                    if n == name and k != key]
+        return 'loss_weight', self.config_keys[name], self.loss_weights[name], siblings
+
     def warning_text(self, key: str, name: str, ratio: float, scale: float = 1.0) -> str:
         """The one-time warning for a term at ``ratio`` x the detection loss."""
-        lw = self.loss_weights[name]
+        option, cfg_key, value, also = self.weight_option(key, name)
         opts = self.term_options(key, name)
         # the suggestion lowers the term to the target ratio, or to warn_ratio if that is lower
         target = min(opts.target_ratio, self.warn_ratio)
-        weight = suggested_loss_weight(lw, ratio, target)
+        weight = suggested_loss_weight(value, ratio, target)
         text = (f'loss balance: {key} is {ratio:.3g}x the student\'s detection loss over its '
                 f'first {self.iters} measured iteration(s) (warn_ratio={self.warn_ratio:g}); '
                 'it may '
                 'dominate training and leave the student worse than without distillation, '
                 'above all when fine-tuning a trained student on a small data set. ')
         if opts.enabled and scale != 1.0:
-            return text + (f'auto_balance scales it by {scale:.3g} (effective loss_weight '
-                           f'{lw * scale:.3g}, {ratio * scale:.3g}x).')
-        also = [k for k, n in self.state['owners'].items() if n == name and k != key]
+            return text + (f'auto_balance scales it by {scale:.3g} (effective {option} '
+                           f'{value * scale:.3g}, {ratio * scale:.3g}x).')
         shared = f' (this also scales {", ".join(also)})' if also else ''
-        return text + (f'Suggested loss_weight: {weight:.3g} instead of {lw:g}, which brings it '
-                       f'to {target:g}x: set {self.config_keys[name]}={weight:.3g}{shared}, or '
+        return text + (f'Suggested {option}: {weight:.3g} instead of {value:g}, which brings it '
+                       f'to {target:g}x: set {cfg_key}={weight:.3g}{shared}, or '
                        'turn on model.auto_balance=True.')
 
     def _started_without_state(self, it: int) -> None:
@@ -584,9 +662,9 @@ class LossBalancer:
         name = self.state['owners'][key]
         line = f'loss balance: {key} = {t["ratio"]:.3g}x the detection loss {where}'
         if self.term_options(key, name).enabled:
-            lw = self.loss_weights[name]
-            line += (f'; auto_balance scale {t["scale"]:.4g} (loss_weight {lw:g} -> '
-                     f'{lw * t["scale"]:.4g}, starts at {t["ratio"] * t["scale"]:.3g}x)')
+            option, _, value, _ = self.weight_option(key, name)
+            line += (f'; auto_balance scale {t["scale"]:.4g} ({option} {value:g} -> '
+                     f'{value * t["scale"]:.4g}, starts at {t["ratio"] * t["scale"]:.3g}x)')
         print_log(line, logger='current')
 
     def _log_first_window(self, keys: Sequence[str]) -> None:
@@ -649,8 +727,9 @@ class LossBalancer:
             name = self.state['owners'].get(key, key)
             if t['start'] < 0:
                 print_log(f'loss balance: {key} was never active (never non-zero with a gradient '
-                          "reaching the student's parameters, e.g. a term that only trains the "
-                          "method's own modules); it was not measured and trained as configured",
+                          "reaching the student's parameters); it was not measured and trained "
+                          'as configured. It was checked at every iteration: if it only trains '
+                          "the loss's own modules, declare it in the loss's balance_exclude",
                           logger='current')
             elif self.term_options(key, name).enabled:
                 print_log(f'auto_balance: {key} was measured over only {t["n"]} of {self.iters} '

@@ -134,6 +134,7 @@ class DICODLoss(BaseDistillLoss):
     """
 
     needs = frozenset({'student_dense_targets'})
+    term_weight_keys = {'cls': 'cls_weight', 'loc': 'loc_weight'}
 
     def __init__(self, cls_weight: float = 0.4, loc_weight: float = 0.15,
                  temperature: float = 2.0, eps: float = 1e-10, crop_size: int = 112,

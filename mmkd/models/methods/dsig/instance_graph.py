@@ -94,6 +94,7 @@ class StructuredInstanceGraphLoss(BaseDistillLoss):
             to the head's anchors.
     """
 
+    term_weight_keys = {'edge': 'edge_weight', 'fg': 'fg_weight', 'bg': 'bg_weight'}
     #: keys of ``detections``.
     DETECTION_KEYS = ('nms_pre', 'iou_threshold', 'max_per_img', 'score_thr', 'clip',
                       'min_bbox_size')

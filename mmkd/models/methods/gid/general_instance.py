@@ -94,6 +94,9 @@ class GeneralInstanceDistillLoss(BaseDistillLoss):
             P2-P5 (:func:`mmkd.models.utils.roi_levels.canonical_finest_scale`).
     """
 
+    term_weight_keys = {'feat': 'feat_weight', 'rel': 'relation_weight', 'cls': 'cls_weight',
+                        'reg': 'reg_weight'}
+
     def __init__(self, score_mode: str = 'diff_max', pre_topk: int = 3000,
                  min_size: float = 10.0, nms_iou: float = 0.3, num_instances: int = 10,
                  feat_weight: float = 5e-4, relation_weight: float = 40.0,
@@ -115,6 +118,10 @@ class GeneralInstanceDistillLoss(BaseDistillLoss):
         self.reg_beta, self.roi_size = float(reg_beta), int(roi_size)
         self.adapter_type, self.finest_scale_cfg = adapter, finest_scale
         self.adapter: nn.Module = nn.Identity()
+
+    def term_weight(self, term: str) -> Optional[float]:
+        """The weight of ``term`` (``feat_weight`` ... are kept in ``self.w``)."""
+        return float(self.w[term]) if term in self.term_weight_keys else None
 
     def setup(self, student: nn.Module, teacher: nn.Module) -> None:
         """Choose the one- or two-stage path, build the adapter (if any) and the RoIAlign

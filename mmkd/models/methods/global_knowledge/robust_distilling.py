@@ -110,6 +110,9 @@ class RobustDistillingModule(BaseDistillLoss):
             and level kept by the online bank, 100); ``refresh_interval`` (None).
     """
 
+    term_weight_keys = {'fg': 'fg_weight', 'bg': 'bg_weight', 'soft': 'soft_weight',
+                        'rel': 'relation_weight'}
+
     def __init__(self, boxes: str = 'auto', level_reduction: Optional[str] = None,
                  fg_weight: float = 1.0, bg_weight: float = 4.0,
                  soft_weight: float = 1.0, temperature: float = 2.0,

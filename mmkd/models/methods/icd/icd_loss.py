@@ -68,6 +68,12 @@ class InstanceConditionalDistillLoss(BaseDistillLoss):
     drawing one (the golden tests feed the release's own draw through it).
     """
 
+    #: the aux terms train only the encoder and decoder (they read only the teacher's tokens):
+    #: the loss-balance report leaves them out (docs/loss_balance.md)
+    balance_exclude = ('aux_conf', 'aux_reg')
+    term_weight_keys = {'mimic': 'mimic_weight', 'aux_conf': 'conf_weight',
+                        'aux_reg': 'reg_weight'}
+
     def __init__(self, mimic_weight: float = 8.0, conf_weight: float = 1.0,
                  reg_weight: float = 1.0, embed_dims: int = 256, num_heads: int = 8,
                  ffn_dims: int = 1024, num_pos_feats: int = 128, neg_pos_ratio: float = 5.0,
