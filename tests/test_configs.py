@@ -166,6 +166,25 @@ def test_distill_config_step_every_term_positive_trains_the_neck_not_the_teacher
     assert _nonzero([p.grad for p in neck])
 
 
+#: mmkd's runtime hooks (written out here, not read from configs/_base_/distill_hooks.py).
+RUNTIME_HOOKS = ('StudentCheckpointHook', 'EpochSeedHook', 'LossBalanceHook', 'ICDPriorHook')
+
+
+@pytest.mark.parametrize('path', KD, ids=_rel)
+def test_distill_config_has_the_runtime_hooks_exactly_once(path):
+    """Every distillation config (also those that extend the list: Global Knowledge's PGMHook,
+    SSD's CheckInvalidLossHook) carries each runtime hook once, in the runtime's order, and no
+    hook twice; a Global-Knowledge config also its PGMHook, after EpochSeedHook."""
+    types = [h['type'] for h in _parsed(path).get('custom_hooks', [])]
+    assert [t for t in types if t in RUNTIME_HOOKS] == list(RUNTIME_HOOKS), (_rel(path), types)
+    assert len(set(types)) == len(types), (_rel(path), types)
+    gk = any(l.get('type') == 'RobustDistillingModule'
+             for l in (_parsed(path).model.get('distill_losses') or {}).values())
+    assert ('PGMHook' in types) == gk, (_rel(path), types)
+    if gk:
+        assert types.index('PGMHook') > types.index('EpochSeedHook'), (_rel(path), types)
+
+
 # ---- the released recipes ------------------------------------------------------------------
 #: Distillation configs not named after a paper, or declared variants of one (mmkd's readings
 #: and starts), with the reason; every other configs/kd DistillDetector config must appear in

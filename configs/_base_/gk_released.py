@@ -3,7 +3,8 @@
 # to its detector pair and writes
 #   model = dict(distill_losses=dict(loss_gk=dict(**_base_.gk_loss, boxes=..., strides=...,
 #                                                 pgm=_base_.gk_pgm)))
-#   custom_hooks = _base_.gk_hooks
+#   custom_hooks = _base_.custom_hooks + _base_.gk_hooks
+# (the pair's runtime hooks, configs/_base_/distill_hooks.py, then GK's own).
 # Conventions (docs/methods/global_knowledge.md, "Released code vs mmkd"): box descriptors are the
 # mean over integer cells int(|x1|/s)..int(|x2|/s) inclusive; masks are painted on integer cells
 # int(x1/s)..int(x2/s)-1, a later box overwriting an earlier one; negative robustness is kept in
@@ -24,8 +25,7 @@ gk_loss = dict(
 # pixels), 10 prototypes, alpha 10, density bandwidth 0.1, 40 % least dense dropped.
 gk_pgm = dict(mode='offline', num_prototypes=10, alpha=10.0, bandwidth=0.1, drop_ratio=0.4,
               min_size=30, max_samples=800)
+# GK's own hook, after the runtime hooks (EpochSeedHook seeds the epoch before PGMHook draws).
 gk_hooks = [
-    dict(type='StudentCheckpointHook'),
-    dict(type='EpochSeedHook'),
     dict(type='PGMHook', interval=1, batch_size=2),  # prototypes before every epoch
 ]

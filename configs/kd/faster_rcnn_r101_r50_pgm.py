@@ -15,4 +15,4 @@ model = dict(
             boxes='pos_rois',  # the student's positive sampled RoIs (proposal_replace_gt)
             strides=[4, 8, 16, 32, 64],  # the RPN anchor strides, as the release
             pgm=_base_.gk_pgm)))
-custom_hooks = _base_.gk_hooks
+custom_hooks = _base_.custom_hooks + _base_.gk_hooks

@@ -13,4 +13,4 @@ model = dict(
             boxes='auto',  # the positive anchors of the student's RetinaNet head
             strides=[8, 16, 32, 64, 128],  # the anchor strides of P3-P7
             pgm=_base_.gk_pgm)))
-custom_hooks = _base_.gk_hooks
+custom_hooks = _base_.custom_hooks + _base_.gk_hooks

@@ -7,7 +7,9 @@
 #   cp work_dirs/cls_teacher_r50_coco_crops_ssd/cls_teacher.pth checkpoints/dicod/
 #   bash tools/dist_train.sh configs/kd/ssd300_dicod.py 8
 # No TeacherEvalHook here: the teacher is a classifier and cannot be evaluated as a detector.
-_base_ = ['mmdet::ssd/ssd300_coco.py', '../_base_/methods/dicod.py']
+_base_ = [
+    'mmdet::ssd/ssd300_coco.py', '../_base_/distill_hooks.py', '../_base_/methods/dicod.py'
+]
 model = dict(
     _delete_=True,
     type='DistillDetector',
@@ -16,12 +18,9 @@ model = dict(
     teacher_ckpt='checkpoints/dicod/cls_teacher_r50_coco_crops_ssd.pth',
     distill_losses=dict(
         loss_dicod=_base_.dicod_released))
-# ../_base_/distill_runtime.py's pieces, inlined: SSD's config already sets custom_hooks, and
-# mmengine refuses a key that two bases define. NumClassCheckHook is dropped (it expects a
-# plain detector).
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
-custom_hooks = [
-    dict(type='StudentCheckpointHook'),
-    dict(type='EpochSeedHook'),
+# SSD's config already sets custom_hooks (mmengine refuses a key that two bases define), so
+# this config takes mmkd's hooks from ../_base_/distill_hooks.py and keeps SSD's
+# CheckInvalidLossHook; NumClassCheckHook is dropped (it expects a plain detector).
+custom_hooks = _base_.distill_hooks + [
     dict(type='CheckInvalidLossHook', interval=50, priority='VERY_LOW'),
 ]

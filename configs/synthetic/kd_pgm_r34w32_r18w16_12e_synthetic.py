@@ -11,5 +11,5 @@ model = dict(
             boxes='pos_rois',
             strides=[4, 8, 16, 32, 64],  # the student's RPN anchor strides
             pgm=dict(_base_.gk_pgm, **_base_.synthetic_tuning.pgm))))
-custom_hooks = _base_.gk_hooks[:2] + [
-    dict(type='PGMHook', interval=1, **_base_.synthetic_tuning.pgm_hook)]
+custom_hooks = _base_.custom_hooks + [
+    dict(_base_.gk_hooks[0], **_base_.synthetic_tuning.pgm_hook)]

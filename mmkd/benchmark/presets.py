@@ -322,7 +322,7 @@ class GKPreset(MethodPreset):
         pgm = dict(plain(f.gk_pgm), mode=self.mode, **ctx.tuning.get('pgm', {}))
         loss = dict(plain(f.gk_loss), boxes='pos_rois' if p.student_two_stage else 'auto',
                     strides=list(p.student_strides), pgm=pgm)
-        hooks = plain(f.gk_hooks)
+        hooks = plain(fragment('runtime').custom_hooks) + plain(f.gk_hooks)
         for h in hooks:
             if h['type'] == 'PGMHook':
                 h.update(ctx.tuning.get('pgm_hook', {}))
