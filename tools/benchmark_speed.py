@@ -49,6 +49,7 @@ from mmkd.benchmark.speed import (COCO_PAIRS, CocoSpeedResult, SpeedResult,  # n
                                   write_gpu_speed_section, write_memory_section,
                                   write_speed_section)
 from mmkd.benchmark.suite import DISTILL_METHODS  # noqa: E402
+from mmkd.utils.atomic import atomic_write  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -255,27 +256,18 @@ def coco_main(args, argv) -> int:
         write_gpu_speed_section(args.doc, body)
         print(f'written to {args.doc} (between <!-- gpu-speed:BEGIN/END --> markers)')
     if args.out_md:
-        _write_atomic(args.out_md, body)
+        with atomic_write(args.out_md) as f:
+            f.write(body)
     if args.out_json:
         rows = [dict(vars(r), ratio=None if r.error else r.ratio, targets=r.targets(),
                      mem_limit_mib=r.mem_limit_mib) for r in results]
-        _write_atomic(args.out_json, json.dumps(dict(device=dev, command=command,
-                                                     size=[w, h], images=args.images,
-                                                     precision=precision, iters=args.iters,
-                                                     warmup=args.warmup, results=rows),
-                                                indent=1, default=str))
+        with atomic_write(args.out_json) as f:
+            json.dump(dict(device=dev, command=command, size=[w, h], images=args.images,
+                           precision=precision, iters=args.iters, warmup=args.warmup,
+                           results=rows), f, indent=1, default=str)
     if any(r.error for r in results):
         return 1
     return 3 if any(r.missed for r in results) else 0
-
-
-def _write_atomic(path: str, text: str) -> None:
-    import os
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 if __name__ == '__main__':

@@ -322,7 +322,9 @@ def _run(args: argparse.Namespace, chosen: List[Mutation], copy: str) -> int:
           + (f'; survived: {", ".join(survived)}' if survived else '')
           + f'; {total / 60:.1f} min on {time.strftime("%Y-%m-%d")}')
     if args.json:
-        with open(args.json, 'w') as f:
+        sys.path.insert(0, REPO)  # the tests ran mmkd from the copy; this process writes only
+        from mmkd.utils.atomic import atomic_write
+        with atomic_write(args.json) as f:
             json.dump([dict(name=m.name, path=m.path, what=m.what, tests=list(m.tests),
                             **{k: v for k, v in m.result.items() if k != 'output'})
                        for m in chosen], f, indent=1)

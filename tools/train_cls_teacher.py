@@ -37,6 +37,8 @@ from mmengine.logging import MMLogger  # noqa: E402
 
 from mmkd.models.methods.dicod import CropClassifier, build_crop_classifier  # noqa: E402
 from mmkd.models.methods.dicod.crop import crop_and_resize  # noqa: E402
+from mmkd.utils.atomic import atomic_write  # noqa: E402
+from mmkd.utils.checkpoint import save_atomic  # noqa: E402
 from mmkd.utils.paths import resolve_path  # noqa: E402
 
 
@@ -287,10 +289,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
                     for k, v in dict(cfg.model.get('data_preprocessor') or {}).items()},
                 config=osp.basename(args.config), mmkd_tool='train_cls_teacher')
     ckpt = osp.join(work_dir, args.out)
-    torch.save(dict(state_dict=model.state_dict(), meta=meta), ckpt)
+    save_atomic(dict(state_dict=model.state_dict(), meta=meta), ckpt)
     result = dict(top1=meta['val_top1'], best_top1=best, epochs=epochs, train_crops=n_train,
                   seconds=round(time.time() - t0, 1), checkpoint=ckpt, history=history)
-    with open(osp.join(work_dir, 'metrics.json'), 'w') as f:
+    with atomic_write(osp.join(work_dir, 'metrics.json')) as f:
         json.dump(result, f, indent=1)
     logger.info(f'saved {ckpt}; final val top-1 {100 * result["top1"]:.2f}% '
                 f'(best {100 * best:.2f}%)')

@@ -40,6 +40,7 @@ from mmkd.apis import load_config  # noqa: E402
 from mmkd.models import DistillContext  # noqa: E402
 from mmkd.models.methods.global_knowledge import (PGMHook, RobustDistillingModule,  # noqa: E402
                                                   offline_pipeline)
+from mmkd.utils.atomic import atomic_write  # noqa: E402
 from mmkd.utils.checkpoint import load_checkpoint_file  # noqa: E402
 
 
@@ -139,7 +140,11 @@ def main() -> None:
                 cv2.putText(panel, f'P{j + 1} mask', (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                             (255, 255, 255), 1)
             out = osp.join(args.out_dir, f'{samples[0].img_id}_robustness.png')
-            cv2.imwrite(out, np.concatenate(panels, axis=1))
+            ok, png = cv2.imencode('.png', np.concatenate(panels, axis=1))
+            if not ok:
+                raise OSError(f'cv2.imencode failed for {out}')
+            with atomic_write(out, 'wb') as f:
+                f.write(png.tobytes())
             written.append(out)
 
     lvl = args.level
@@ -160,7 +165,8 @@ def main() -> None:
         ax.set_title(f'{space} space prototypes, FPN level P{lvl + 2} (PCA)')
     fig.tight_layout()
     out = osp.join(args.out_dir, f'prototypes_level{lvl}.png')
-    fig.savefig(out, dpi=100)
+    with atomic_write(out, 'wb') as f:
+        fig.savefig(f, dpi=100, format='png')
     written.append(out)
     print('\n'.join(['written:'] + written))
 

@@ -1,14 +1,13 @@
 """mmengine's Runner with atomic checkpoint files (the runner mmkd's tools build)."""
 from __future__ import annotations
 
-import os
 import os.path as osp
 from typing import Optional
 
 from mmengine.dist import master_only
 from mmengine.runner import Runner
 
-from ..utils.checkpoint import remove_stale_temps, replace_atomic, temp_path_for
+from ..utils.atomic import atomic_path
 
 
 class AtomicSaveRunner(Runner):
@@ -32,14 +31,5 @@ class AtomicSaveRunner(Runner):
                       backend_args=backend_args)
         if file_client_args is not None or backend_args is not None or '://' in str(out_dir):
             return super().save_checkpoint(out_dir, filename, **kwargs)
-        final = osp.join(out_dir, filename)
-        os.makedirs(osp.dirname(osp.abspath(final)), exist_ok=True)
-        remove_stale_temps(final)
-        tmp = temp_path_for(final)
-        try:
+        with atomic_path(osp.join(out_dir, filename)) as tmp:
             super().save_checkpoint(osp.dirname(tmp), osp.basename(tmp), **kwargs)
-            replace_atomic(tmp, final)
-        except BaseException:
-            if osp.exists(tmp):
-                os.remove(tmp)
-            raise

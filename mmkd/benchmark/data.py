@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import os.path as osp
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
+from ..utils.atomic import atomic_write
 from ..utils.paths import resolve_path
 
 #: Entries a data config must give (test_* default to the val ones).
@@ -171,10 +171,8 @@ def folder_data_config(root: str, pipelines: Optional[Tuple[list, list]] = None,
 
 def write_data_config(cfg: dict, path: str) -> str:
     """Write ``cfg`` as a python config file (atomically); returns ``path``."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp.py'
-    Config(cfg).dump(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(Config(cfg).pretty_text)  # what Config.dump writes to a .py file
     return path
 
 

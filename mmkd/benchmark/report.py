@@ -5,12 +5,12 @@ from __future__ import annotations
 import glob
 import json
 import math
-import os
 import os.path as osp
 import statistics
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..utils.atomic import atomic_write
 from .runs import METRIC_KEYS, Plan, Run, fmt_seconds
 
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
@@ -157,9 +157,10 @@ def _color(name: str, plain: Sequence[str]) -> str:
 
 
 def _save(fig, path: str) -> str:
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fmt = osp.splitext(path)[1].lstrip('.') or 'png'
+    with atomic_write(path, 'wb') as f:
+        fig.savefig(f, dpi=110, format=fmt)
     return path
 
 
@@ -356,11 +357,8 @@ def replace_section(doc_path: str, body: str, begin: str = BEGIN, end: str = END
                          'file by hand (both or neither must be present)')
     else:
         text = (text.rstrip() + '\n\n' if text.strip() else '') + block + '\n'
-    os.makedirs(osp.dirname(osp.abspath(doc_path)), exist_ok=True)
-    tmp = doc_path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
+    with atomic_write(doc_path) as f:
         f.write(text)
-    os.replace(tmp, doc_path)
 
 
 def markers(plan: Plan) -> Tuple[str, str]:

@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, DictAction
 
+from ..utils.atomic import atomic_write
 from ..utils.checkpoint import file_sha256
 from ..utils.paths import REPO_ROOT
 
@@ -281,10 +282,8 @@ class Run:
         dir, with its runtime additions."""
         if self.cfg is None:
             return
-        os.makedirs(osp.dirname(self.config), exist_ok=True)
-        tmp = self.config[:-3] + '.tmp.py'
-        Config(copy.deepcopy(self.cfg)).dump(tmp)
-        os.replace(tmp, self.config)
+        with atomic_write(self.config) as f:
+            f.write(Config(copy.deepcopy(self.cfg)).pretty_text)
 
 
 @dataclass
@@ -511,10 +510,8 @@ def test_command(run: Run) -> List[str]:
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
+    with atomic_write(path) as f:
         json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def read_test_metrics(test_dir: str, stdout_text: str = '') -> dict:

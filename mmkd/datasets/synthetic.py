@@ -68,6 +68,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..utils.atomic import atomic_write
+
 __all__ = ["SYNTHETIC_CLASSES", "GENERATOR_VERSION", "generate_synthetic_coco"]
 
 #: Version of the scene model; bump whenever the generated data would change.
@@ -830,11 +832,9 @@ def _normalise_size(image_size: int | Sequence[int]) -> int | tuple[int, int]:
 
 
 def _write_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         f.write(json.dumps(obj, separators=(",", ":")))
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def _manifest_params(num_train: int, num_val: int, image_size: int | tuple[int, int], seed: int,

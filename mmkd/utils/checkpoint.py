@@ -16,17 +16,16 @@
 * :func:`check_resume_checkpoint` / :func:`find_resume_checkpoint` make ``--resume`` as strict.
 * :func:`student_state_dict` / :func:`export_student_checkpoint` turn an mmkd checkpoint into
   one that plain mmdet loads with the student's own config.
-* :func:`save_atomic` writes every file mmkd writes: temporary file, then rename, so a process
-  killed mid-write never leaves a truncated file under the final name.
+* :func:`save_atomic` writes checkpoints with :func:`~mmkd.utils.atomic.atomic_write` (temporary
+  file, then rename), so a process killed mid-write never leaves a truncated file under the final
+  name.
 """
 from __future__ import annotations
 
-import glob
 import os
 import os.path as osp
 import pickle
 import re
-import tempfile
 import zipfile
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .faults import fault_point
+from .atomic import atomic_write
 from .mmdet2_compat import upgrade_for
 from .paths import resolve_path
 from .torch_compat import add_safe_globals, safe_torch_load
@@ -453,55 +452,12 @@ def check_resume_checkpoint(model: nn.Module, path: str,
 
 
 # ---- writing -----------------------------------------------------------------------------------
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def temp_path_for(dst: str) -> str:
-    """A fresh hidden temporary name next to ``dst`` (``.NAME.<random>.mmkd-tmp``)."""
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(dst)),
-                               prefix=f'.{osp.basename(dst)}.', suffix='.mmkd-tmp')
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-    return tmp
-
-
-def remove_stale_temps(dst: str) -> None:
-    """Remove the temporary files of ``dst`` that a killed mmkd process left behind (only the
-    ``.NAME.*.mmkd-tmp`` names :func:`temp_path_for` creates)."""
-    pattern = osp.join(osp.dirname(osp.abspath(dst)),
-                       f'.{glob.escape(osp.basename(dst))}.*.mmkd-tmp')
-    for tmp in glob.glob(pattern):
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-
-
-def replace_atomic(tmp: str, dst: str) -> None:
-    """Move the completely written ``tmp`` onto ``dst`` in one step."""
-    fault_point('checkpoint_write')  # test-only seam, see mmkd/utils/faults.py
-    os.replace(tmp, dst)
-
-
 def save_atomic(obj: Any, dst: str) -> str:
-    """``torch.save(obj, dst)`` through a temporary file and a rename: a process killed at any
-    point leaves either the old ``dst`` or the complete new one, never a truncated file."""
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    remove_stale_temps(dst)
-    tmp = temp_path_for(dst)
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        replace_atomic(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    """``torch.save(obj, dst)`` through :func:`~mmkd.utils.atomic.atomic_write`: a process
+    killed at any point leaves either the old ``dst`` or the complete new one, never a
+    truncated file."""
+    with atomic_write(dst, 'wb') as f:
+        torch.save(obj, f)
     return dst
 
 

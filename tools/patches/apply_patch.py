@@ -9,6 +9,7 @@ import argparse
 import os
 import re
 import sys
+import tempfile
 from typing import Dict, List, Tuple
 
 HUNK = re.compile(r'^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@')
@@ -105,10 +106,20 @@ def main(argv=None) -> int:
         results[full] = ('\n'.join(lines), status)
     for full, (text, status) in results.items():
         if status == 'applied' and not args.check:
-            tmp = full + '.mmkd-tmp'
-            with open(tmp, 'w') as f:
-                f.write(text)
-            os.replace(tmp, full)
+            # a fresh temporary name (mmkd.utils.atomic's scheme; mmkd itself cannot be
+            # imported here: this runs before mmcv is built)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(full)),
+                                       prefix=f'.{os.path.basename(full)}.{os.getpid()}.',
+                                       suffix='.mmkd-tmp')
+            try:
+                with os.fdopen(fd, 'w') as f:
+                    f.write(text)
+                os.chmod(tmp, os.stat(full).st_mode & 0o7777)  # keep the file's permissions
+                os.replace(tmp, full)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
         print(f'{"would be " if args.check and status == "applied" else ""}{status}: {full}')
     return 0
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import os.path as osp
 from typing import Any, Dict, Optional
 
@@ -12,31 +11,12 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
+from ...utils.atomic import atomic_write
+
 #: File written to the work dir at the end of training.
 REPORT_FILE = 'loss_balance.json'
 #: Key of the checkpoint's ``meta`` that holds the state.
 META_KEY = 'loss_balance'
-
-
-def write_json_atomic(obj: Any, path: str) -> str:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename (a killed process
-    leaves the old file or the complete new one)."""
-    from ...utils.checkpoint import remove_stale_temps, temp_path_for
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    remove_stale_temps(path)
-    tmp = temp_path_for(path)
-    try:
-        with open(tmp, 'w') as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.write('\n')
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 @HOOKS.register_module()
@@ -85,5 +65,8 @@ class LossBalanceHook(Hook):
             return
         report = balancer.finish()
         if is_main_process():
-            path = write_json_atomic(report, osp.join(runner.work_dir, REPORT_FILE))
+            path = osp.join(runner.work_dir, REPORT_FILE)
+            with atomic_write(path) as f:
+                json.dump(report, f, indent=1, sort_keys=True)
+                f.write('\n')
             print_log(f'loss balance: report written to {path}', logger='current')
