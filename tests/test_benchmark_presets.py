@@ -122,7 +122,7 @@ def test_the_tuning_is_the_synthetic_configs_one():
 # ---- the COCO configs --------------------------------------------------------------------------
 COCO_FASTER = ['faster_rcnn_r101_r50_cwd.py', 'faster_rcnn_r101_r50_pkd.py',
                'faster_rcnn_r101_r50_fgd.py', 'faster_rcnn_r101_r50_mgd.py',
-               'faster_rcnn_r101_r50_gid.py', 'faster_rcnn_r101_r50_icd.py',
+               'faster_rcnn_r101_r50_gid_mmkd_two_stage.py', 'faster_rcnn_r101_r50_icd.py',
                'faster_rcnn_r101_r50_pgm.py', 'faster_rcnn_r101_r50_fpn_feat_kl_2x_coco.py',
                'faster_rcnn_r101_r50_dsig.py']
 COCO_RETINA = ['retinanet_r101_r50_cwd.py', 'retinanet_r101_r50_pkd.py',
@@ -146,6 +146,7 @@ def _first_base(config: str) -> Config:
 
 def _method_of(config: str) -> str:
     name = osp.basename(config)[:-3].replace('_2x_coco', '').replace('_fpn_feat_kl', '_feat_kl')
+    name = name.replace('_mmkd_two_stage', '')  # mmkd's variant of a method
     return name.split('_')[-1] if not name.endswith('feat_kl') else 'feat_kl'
 
 

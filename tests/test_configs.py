@@ -193,6 +193,9 @@ NOT_A_PAPER_RECIPE = {
     'faster_rcnn_r101_r50_fpn_feat_kl_2x_coco.py': "mmkd's own baseline (FPN imitation + KL)",
     'retinanet_r101_r50_gid_paper_reading.py': "declared variant: mmkd's reading of the paper",
     'faster_rcnn_r101_r50_pgm_imagenet_init.py': 'declared variant: ImageNet start',
+    'faster_rcnn_r101_r50_gid_mmkd_two_stage.py': (
+        "mmkd's own two-stage GID: the release has none (released weights and rules where "
+        'they apply)'),
     'retinanet_r101_r50_pgm_imagenet_init.py': 'declared variant: ImageNet start',
 }
 
@@ -272,8 +275,6 @@ RELEASED = {
              loss_kd_head=dict(cls_weight=1.0, reg_weight=1.0, temperature=1.0)), {}),
     'retinanet_r50_mnv2_dsig.py': (dict(loss_dsig=_DSIG_RETINA, loss_kd_fpn=_FPN_MSE), {}),
     'retinanet_r101_r50_gid.py': (dict(loss_gid=dict(_GID, finest_scale=112)), {}),
-    # the release has no two-stage GID: mmkd's design, with the released weights and rule
-    'faster_rcnn_r101_r50_gid.py': (dict(loss_gid=dict(_GID, finest_scale=56)), {}),
     'ssd300_dicod.py': (dict(loss_dicod=dict(_DICOD, two_stage=False)), {}),
     'faster_rcnn_r50_dicod.py': (dict(loss_dicod=dict(_DICOD, two_stage=True)), {}),
     'retinanet_r101_r50_fgd.py': (dict(loss_fgd=_FGD_RETINA),
@@ -331,20 +332,33 @@ def test_paper_named_configs_run_the_released_recipe():
                 problems.append(f'{name}: model.{key} is not set (the release starts from it)')
             elif want != '<set>' and not _same(got, want):
                 problems.append(f'{name}: model.{key} = {got!r}, released {want!r}')
-        # the loss modules as the distiller builds and sets them up (meta tensors: no weights)
-        _, model = _build(osp.join(kd_dir, name), device='meta')
-        if sorted(model.distill_losses) != sorted(losses):
-            problems.append(f'{name}: losses {sorted(model.distill_losses)}, released '
-                            f'{sorted(losses)}')
-            continue
-        for loss_name, options in losses.items():
-            module = model.distill_losses[loss_name]
-            for key, want in options.items():
-                got = _effective(module, key)
-                if not _same(got, want):
-                    problems.append(f'{name}: {loss_name}.{key} = {got!r}, released {want!r}')
-        del model
+        problems += _loss_problems(osp.join(kd_dir, name), losses)
     assert not problems, 'not the released recipe:\n  ' + '\n  '.join(problems)
+
+
+def _loss_problems(path: str, losses: dict) -> list:
+    """Where the loss modules of ``path``, as the distiller builds and sets them up (meta
+    tensors: no weights), differ from ``losses`` ({loss name: {option: value}})."""
+    name = osp.basename(path)
+    _, model = _build(path, device='meta')
+    if sorted(model.distill_losses) != sorted(losses):
+        return [f'{name}: losses {sorted(model.distill_losses)}, released {sorted(losses)}']
+    problems = []
+    for loss_name, options in losses.items():
+        module = model.distill_losses[loss_name]
+        for key, want in options.items():
+            got = _effective(module, key)
+            if not _same(got, want):
+                problems.append(f'{name}: {loss_name}.{key} = {got!r}, released {want!r}')
+    return problems
+
+
+def test_two_stage_gid_variant_takes_the_released_settings_where_they_apply():
+    """mmkd's two-stage GID (no release to follow) uses the released weights, selection, score
+    and relation scope, no adapter, and the canonical level rule on P2-P5 (finest scale 56)."""
+    path = osp.join(REPO, 'configs/kd/faster_rcnn_r101_r50_gid_mmkd_two_stage.py')
+    problems = _loss_problems(path, dict(loss_gid=dict(_GID, finest_scale=56)))
+    assert not problems, '\n  '.join(problems)
 
 
 def test_icd_configs_clip_like_the_release():

@@ -1,4 +1,5 @@
-# GID for Faster R-CNN, mmkd's own design (the release has no two-stage selection): R101-FPN 2x
+# GID for Faster R-CNN, mmkd's own two-stage design, not a paper recipe (the release has no
+# two-stage selection, and the paper reports no two-stage number to compare with): R101-FPN 2x
 # teacher (39.8) -> R50-FPN, 2x, 8 GPUs x 2 images. The candidates are the student's sampled
 # RoIs, scored by both R-CNN heads on the same boxes, and the response term is a softmax KL
 # on the RoIs overlapping a GI (docs/methods/gid.md); everything else uses the released
