@@ -212,6 +212,10 @@ _ICD = dict(neg_pos_ratio=5.0, sample_range=0.3, temperature=1.0, bypass_iters=1
             conf_weight=1.0, reg_weight=1.0, scale_bins='last_image',
             **{'sizes.embed_dims': 256, 'sizes.num_heads': 8, 'sizes.ffn_dims': 1024,
                'fake_sampling.size_clip_sigma': 2.0, 'fake_sampling.clamp_to_image': True})
+# detectron2's / AdelaiDet's default training input, which every released ICD config uses
+_ICD_TRAIN_RESIZE = dict(type='RandomChoiceResize', keep_ratio=True,
+                         scales=[(1333, 640), (1333, 672), (1333, 704), (1333, 736),
+                                 (1333, 768), (1333, 800)])
 _ICD_ONE_STAGE = dict(_ICD, mimic_weight=8.0, max_instances=300)
 _ICD_RCNN = dict(_ICD, mimic_weight=3.0, max_instances=100)
 _DSIG_RCNN = dict(mining_threshold=0.6, bg_alpha=7.5, image_scale=2.0, two_stage=True)
@@ -233,7 +237,8 @@ _FGD_RCNN = dict(temperature=0.5, alpha_fg=5e-5, beta_bg=2.5e-5, gamma_attn=5e-5
                  lambda_global=5e-7, levels=[0, 1, 2, 3], mask_rule='released')
 _RETINA_INIT = ['neck', 'bbox_head']  # FGD / MGD RetinaNet: neck and head from the teacher
 
-#: config -> ({loss name: {option: released value}}, {model option: released value})
+#: config -> ({loss name: {option: released value}}, {model option: released value}[,
+#: {'train_resize': the released resize step of the training pipeline}])
 RELEASED = {
     'faster_rcnn_r101_r50_pgm.py': (
         dict(loss_gk=dict(_GK, boxes='pos_rois', level_reduction='mean',
@@ -242,20 +247,26 @@ RELEASED = {
         dict(loss_gk=dict(_GK, boxes='pos_anchors', level_reduction='sum',
                           strides=[8, 16, 32, 64, 128])), dict(student_ckpt='<set>')),
     'retinanet_r101_r50_icd.py': (dict(loss_icd=_ICD_ONE_STAGE),
-                                  dict(init_student_from_teacher=['neck', 'bbox_head'])),
+                                  dict(init_student_from_teacher=['neck', 'bbox_head']),
+                                  dict(train_resize=_ICD_TRAIN_RESIZE)),
     'fcos_r101_r50_icd.py': (dict(loss_icd=_ICD_ONE_STAGE),
-                             dict(init_student_from_teacher=['neck', 'bbox_head'])),
+                             dict(init_student_from_teacher=['neck', 'bbox_head']),
+                             dict(train_resize=_ICD_TRAIN_RESIZE)),
     'solov2_r101_r50_icd.py': (dict(loss_icd=_ICD_ONE_STAGE),
-                               dict(init_student_from_teacher=['neck', 'mask_head'])),
+                               dict(init_student_from_teacher=['neck', 'mask_head']),
+                               dict(train_resize=_ICD_TRAIN_RESIZE)),
     'condinst_r101_r50_icd.py': (
         dict(loss_icd=_ICD_ONE_STAGE),
-        dict(init_student_from_teacher=['neck', 'bbox_head', 'mask_head'])),
+        dict(init_student_from_teacher=['neck', 'bbox_head', 'mask_head']),
+        dict(train_resize=_ICD_TRAIN_RESIZE)),
     'faster_rcnn_r101_r50_icd.py': (
         dict(loss_icd=_ICD_RCNN), dict(init_student_from_teacher=['neck', 'rpn_head',
-                                                                  'roi_head'])),
+                                                                  'roi_head']),
+        dict(train_resize=_ICD_TRAIN_RESIZE)),
     'mask_rcnn_r101_r50_icd.py': (
         dict(loss_icd=_ICD_RCNN), dict(init_student_from_teacher=['neck', 'rpn_head',
-                                                                  'roi_head'])),
+                                                                  'roi_head']),
+        dict(train_resize=_ICD_TRAIN_RESIZE)),
     'faster_rcnn_r101_r50_dsig.py': (
         dict(loss_dsig=dict(_DSIG_RCNN, edge_weight=1.0, fg_weight=0.5, bg_weight=0.5)), {}),
     'faster_rcnn_r50_r18_dsig.py': (
@@ -324,8 +335,12 @@ def test_paper_named_configs_run_the_released_recipe():
     for name in paper:
         if name in NOT_A_PAPER_RECIPE:
             continue
-        losses, model_opts = RELEASED[name]
+        losses, model_opts, *data = RELEASED[name]
         cfg = _config(osp.join(kd_dir, name))
+        want_resize = (data[0] if data else {}).get('train_resize')
+        if want_resize is not None and _train_resizes(cfg) != [want_resize]:
+            problems.append(f'{name}: training resize {_train_resizes(cfg)}, released '
+                            f'[{want_resize}]')
         for key, want in model_opts.items():
             got = cfg.model.get(key)
             if want == '<set>' and not got:
@@ -334,6 +349,17 @@ def test_paper_named_configs_run_the_released_recipe():
                 problems.append(f'{name}: model.{key} = {got!r}, released {want!r}')
         problems += _loss_problems(osp.join(kd_dir, name), losses)
     assert not problems, 'not the released recipe:\n  ' + '\n  '.join(problems)
+
+
+def _train_resizes(cfg: Config) -> list:
+    """The resize steps of the training pipeline (looking through dataset wrappers) as
+    ``dict(type, keep_ratio, scales)`` (a single ``scale`` as a one-element ``scales``)."""
+    ds = cfg.train_dataloader.dataset
+    while 'pipeline' not in ds and ('dataset' in ds or 'datasets' in ds):
+        ds = ds['dataset'] if 'dataset' in ds else ds['datasets'][0]
+    return [dict(type=step['type'], keep_ratio=step.get('keep_ratio'),
+                 scales=[tuple(s) for s in step.get('scales', [step.get('scale')])])
+            for step in ds['pipeline'] if 'Resize' in step['type']]
 
 
 def _loss_problems(path: str, losses: dict) -> list:

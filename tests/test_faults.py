@@ -3,8 +3,10 @@ resumed with ``--resume``. Each chain must end with the weights of an uninterrup
 with a clear message, and never touch a file the user put in the work dir.
 
 The kill points are deterministic: ``MMKD_FAULT_AT=POINT:N`` makes the process kill itself the
-N-th time it reaches POINT (the test-only seam of ``mmkd/utils/faults.py``); nothing here waits
-for a timer. Tiny data (12 images of 96 px, 4 iterations per epoch), 2 epochs.
+N-th time it reaches POINT (``mmkd/utils/faults.py``: the test-only ``FaultInjectionHook`` at hook
+points and at the teacher backbone's forward, and one seam between a file's complete write and
+its rename); nothing here waits for a timer. Tiny data (12 images of 96 px, 4 iterations per
+epoch), 2 epochs.
 """
 import os
 import shutil
@@ -103,9 +105,11 @@ def test_killed_during_eval_mid_iteration_and_checkpoint_save_resumes_exactly(
 
     # 3. resumed, then killed while epoch_2.pth is written (complete under its temporary name,
     #    not yet renamed): no epoch_2.pth at all, never a truncated one
-    log = killed(args + ['--resume'], 'checkpoint_write:1')
+    log = killed(args + ['--resume'], 'file_replace:1')
     assert 'Epoch(train) [2][4/4]' in log
     assert not (work / 'epoch_2.pth').exists()
+    (left, ) = [n for n in os.listdir(work) if n.endswith('.mmkd-tmp')]
+    assert left.startswith('.epoch_2.pth.') and (work / left).stat().st_size > 0
     assert open(work / 'last_checkpoint').read().strip().endswith('epoch_1.pth')
     users.check('killed while saving')
 

@@ -497,7 +497,7 @@ def test_coco_methods_of_each_pair():
     frcnn = [m for m, *_ in coco_methods('faster_rcnn')]
     retina = [m for m, *_ in coco_methods('retinanet')]
     assert {'pgm', 'pgm_online', 'icd', 'dsig', 'feat_kl', 'cwd', 'fgd', 'mgd', 'pkd',
-            'gid'} <= set(frcnn)
+            'gid_mmkd_two_stage'} <= set(frcnn)
     assert 'dsig' not in retina and {'pgm', 'pgm_online', 'icd'} <= set(retina)
     online = dict((m, o) for m, _, o in coco_methods('retinanet'))['pgm_online']
     assert online == ('model.distill_losses.loss_gk.pgm.mode=online', )
@@ -506,6 +506,21 @@ def test_coco_methods_of_each_pair():
         coco_methods('retinanet', ['dsig'])
     with pytest.raises(ValueError, match='unknown pair'):
         coco_methods('yolo')
+
+
+def test_coco_speed_measures_on_the_cpu_with_wall_clock_timers():
+    """measure_coco_method with ``device='cpu'`` (the same interleaved loop as the GPU run, with
+    wall-clock timers and no memory): one tiny timed step per model, every part measured.
+    Structure only: speed is never asserted."""
+    from mmkd.benchmark.speed import measure_coco_method
+    (config, options), = [(c, o) for m, c, o in coco_methods('retinanet', ['pkd'])]
+    r = measure_coco_method('retinanet', 'pkd', config, options, iters=1, warmup=0,
+                            amp=False, size=(64, 96), num_images=1, device='cpu')
+    assert not r.error and r.precision == 'fp32'
+    assert r.plain_ms > 0 and r.distilled_ms > 0 and r.teacher_ms > 0 and r.losses_ms >= 0
+    assert math.isfinite(r.overhead)
+    assert r.plain_mem_mib is None and math.isnan(r.teacher_weights_mib)  # CUDA only
+    assert r.targets()['memory'] is None
 
 
 def test_coco_targets_and_report_from_hand_values():

@@ -32,6 +32,18 @@ icd_loss = dict(type='InstanceConditionalDistillLoss', fake_size_clip_sigma=2.0,
 # SOLOv2) with weight 8 over 300; distillation starts after 1000 iterations (bypass).
 icd_two_stage = dict(mimic_weight=3.0, max_instances=100, bypass_iters=1000)
 icd_one_stage = dict(mimic_weight=8.0, max_instances=300, bypass_iters=1000)
+# The release's training input (detectron2's and AdelaiDet's default, used by every released ICD
+# config): multi-scale, each image resized so that its short side is one of 640, 672, ..., 800
+# (drawn uniformly) and its long side at most 1333, keeping the aspect ratio. A COCO config puts
+# it in place of its mmdet recipe's single-scale Resize:
+#   train_dataloader = dict(dataset=dict(pipeline=[
+#       _base_.icd_train_resize if step['type'] == 'Resize' else step
+#       for step in _base_.train_pipeline]))
+# (CondInst's mmdet recipe already trains on these scales.)
+icd_train_resize = dict(
+    type='RandomChoiceResize',
+    scales=[(1333, 640), (1333, 672), (1333, 704), (1333, 736), (1333, 768), (1333, 800)],
+    keep_ratio=True)
 icd_distill_schedule_12e = [
     dict(type='CosineAnnealingLR', T_max=12, by_epoch=True, begin=0, end=12,
          convert_to_iter_based=True),

@@ -21,3 +21,6 @@ optim_wrapper = dict(
     distill=_base_.icd_distill_optim)
 param_scheduler = dict(_delete_=True, student=_base_.param_scheduler,
                        distill=_base_.icd_distill_schedule_12e)
+train_dataloader = dict(dataset=dict(pipeline=[  # the release's multi-scale input
+    _base_.icd_train_resize if step['type'] == 'Resize' else step
+    for step in _base_.train_pipeline]))

@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -125,15 +125,65 @@ def teacher_modules(teacher: nn.Module) -> List[nn.Module]:
 
 
 @contextmanager
-def step_timers(model: nn.Module) -> Iterator[Dict[str, CallTimer]]:
-    """Timers on a DistillDetector's teacher and distillation losses (removed on exit)."""
-    teacher = CallTimer(teacher_modules(model.teacher))
-    losses = CallTimer(list(model.distill_losses.values()), inner=teacher)
+def step_timers(model: nn.Module,
+                events: Optional[bool] = None) -> Iterator[Dict[str, CallTimer]]:
+    """Timers on a DistillDetector's teacher and distillation losses (removed on exit);
+    ``events``: CUDA events (default: where CUDA is available) or wall time."""
+    teacher = CallTimer(teacher_modules(model.teacher), events=events)
+    losses = CallTimer(list(model.distill_losses.values()), inner=teacher, events=events)
     try:
         yield {'teacher': teacher, 'losses': losses}
     finally:
         teacher.remove()
         losses.remove()
+
+
+def interleaved_steps(kd: nn.Module, plain: nn.Module, optims: Dict[str, Any],
+                      batches: Sequence[dict], warmup: int, scalers: Dict[str, Any],
+                      cuda: bool) -> Tuple[Dict[str, List[float]], Dict[str, float]]:
+    """Alternate a plain-student step and a distilled step on each batch, in one process.
+
+    Args:
+        kd / plain: the DistillDetector and a copy of its student, on the device.
+        optims / scalers: ``{'plain': ..., 'kd': ...}`` optimisers and GradScalers (None: fp32).
+        batches: one batch per iteration (the first ``warmup`` are not timed).
+        cuda: the models are on a CUDA device: the teacher and loss parts are timed with CUDA
+            events and peak memory is measured; otherwise wall time and no memory.
+
+    Returns:
+        ``times``: seconds per timed step, ``'plain'`` and ``'kd'``, and the distilled step's
+        ``'teacher'`` forward and distillation ``'losses'`` (teacher excluded);
+        ``mem`` (CUDA only): MiB per model, the step's peak allocation above what was
+        allocated before it plus the model's own persistent tensors (weights, gradients,
+        optimizer state; the teacher's weights for ``'kd'``), so the other model held in the
+        same process does not count.
+    """
+    models = {'plain': plain, 'kd': kd}
+    times: Dict[str, List[float]] = {'plain': [], 'kd': [], 'teacher': [], 'losses': []}
+    mem: Dict[str, float] = {}
+    with step_timers(kd, events=cuda) as timers:
+        for i, batch in enumerate(batches):
+            for key in ('plain', 'kd'):
+                model, opt = models[key], optims[key]
+                for t in timers.values():
+                    t.reset()
+                if cuda:
+                    torch.cuda.synchronize()
+                    before = torch.cuda.memory_allocated()
+                    torch.cuda.reset_peak_memory_stats()
+                dt = timed_train_step(model, opt, batch, scalers[key])
+                if i < warmup:
+                    continue
+                times[key].append(dt)
+                if key == 'kd':
+                    times['teacher'].append(timers['teacher'].total)
+                    times['losses'].append(timers['losses'].total)
+                if cuda:
+                    own = tensor_bytes(model, opt) + (tensor_bytes(model.teacher)
+                                                      if key == 'kd' else 0)
+                    peak = torch.cuda.max_memory_allocated() - before + own
+                    mem[key] = max(mem.get(key, 0.0), peak / 2**20)
+    return times, mem
 
 
 @dataclass
@@ -230,25 +280,9 @@ def measure_method(name: str, options: Sequence[str] = (), iters: int = 10, warm
     opt_kd = torch.optim.SGD(kd.parameters(), lr=1e-4, momentum=0.9)
     opt_plain = torch.optim.SGD(plain.parameters(), lr=1e-4, momentum=0.9)
     scalers = {k: _grad_scaler() if amp else None for k in ('plain', 'kd')}
-    times: Dict[str, List[float]] = {'plain': [], 'kd': [], 'teacher': [], 'losses': []}
-    mem: Dict[str, float] = {}
     batches = real_batches(cfg.train_dataloader, warmup + iters)
-    with step_timers(kd) as timers:
-        for i, batch in enumerate(batches):
-            for key, model, opt in (('plain', plain, opt_plain), ('kd', kd, opt_kd)):
-                if device == 'cuda':
-                    torch.cuda.reset_peak_memory_stats()
-                for t in timers.values():
-                    t.reset()
-                dt = timed_train_step(model, opt, batch, scalers[key])
-                if i < warmup:
-                    continue
-                times[key].append(dt)
-                if key == 'kd':
-                    times['teacher'].append(timers['teacher'].total)
-                    times['losses'].append(timers['losses'].total)
-                if device == 'cuda':
-                    mem[key] = max(mem.get(key, 0.0), torch.cuda.max_memory_allocated() / 2**20)
+    times, mem = interleaved_steps(kd, plain, dict(plain=opt_plain, kd=opt_kd), batches, warmup,
+                                   scalers, cuda=device == 'cuda')
     res.plain_ms = 1e3 * statistics.median(times['plain'])
     res.distilled_ms = 1e3 * statistics.median(times['kd'])
     total_kd = sum(times['kd'])
@@ -662,7 +696,6 @@ def profile_steps(model, optim, batch, scaler, steps: int = 3, rows: int = 25) -
         return f'torch.profiler failed: {type(exc).__name__}: {exc}'
 
 
-
 def measure_coco_method(pair: str, name: str, config: str, options: Sequence[str] = (),
                         iters: int = 8, warmup: int = 3, amp: bool = True,
                         size: Tuple[int, int] = (800, 1333), num_images: int = 2,
@@ -695,33 +728,10 @@ def measure_coco_method(pair: str, name: str, config: str, options: Sequence[str
     opt_kd = torch.optim.SGD(kd.parameters(), lr=1e-4, momentum=0.9)
     opt_plain = torch.optim.SGD(plain.parameters(), lr=1e-4, momentum=0.9)
     scalers = {k: _grad_scaler() if amp else None for k in ('plain', 'kd')}
-    models = {'plain': (plain, opt_plain), 'kd': (kd, opt_kd)}
     cuda = device == 'cuda'
     res.teacher_weights_mib = tensor_bytes(kd.teacher) / 2**20 if cuda else float('nan')
-    times: Dict[str, List[float]] = {'plain': [], 'kd': [], 'teacher': [], 'losses': []}
-    mem: Dict[str, float] = {}
-    with step_timers(kd) as timers:
-        for i in range(warmup + iters):
-            for key in ('plain', 'kd'):
-                model, opt = models[key]
-                for t in timers.values():
-                    t.reset()
-                if cuda:
-                    torch.cuda.synchronize()
-                    before = torch.cuda.memory_allocated()
-                    torch.cuda.reset_peak_memory_stats()
-                dt = timed_train_step(model, opt, batch, scalers[key])
-                if i < warmup:
-                    continue
-                times[key].append(dt)
-                if key == 'kd':
-                    times['teacher'].append(timers['teacher'].total)
-                    times['losses'].append(timers['losses'].total)
-                if cuda:
-                    own = tensor_bytes(model, opt) + (tensor_bytes(model.teacher)
-                                                      if key == 'kd' else 0)
-                    peak = torch.cuda.max_memory_allocated() - before + own
-                    mem[key] = max(mem.get(key, 0.0), peak / 2**20)
+    times, mem = interleaved_steps(kd, plain, dict(plain=opt_plain, kd=opt_kd),
+                                   [batch] * (warmup + iters), warmup, scalers, cuda)
     res.plain_ms = 1e3 * statistics.median(times['plain'])
     res.distilled_ms = 1e3 * statistics.median(times['kd'])
     res.teacher_ms = 1e3 * statistics.median(times['teacher'])
@@ -732,7 +742,7 @@ def measure_coco_method(pair: str, name: str, config: str, options: Sequence[str
         res.plain_mem_mib, res.distilled_mem_mib = mem['plain'], mem['kd']
     if profile and res.missed:
         res.profile = profile_steps(kd, opt_kd, batch, scalers['kd'])
-    del kd, plain, opt_kd, opt_plain, models
+    del kd, plain, opt_kd, opt_plain
     if cuda:
         torch.cuda.empty_cache()
     res.seconds = time.perf_counter() - t_start

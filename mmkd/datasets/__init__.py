@@ -1,4 +1,4 @@
-"""Data sets for mmkd (lightweight: importing this package pulls in no heavy deps)."""
+"""Data sets for mmkd: the synthetic shapes generator (numpy, OpenCV and pycocotools)."""
 from .synthetic import SYNTHETIC_CLASSES, generate_synthetic_coco
 
 __all__ = ["SYNTHETIC_CLASSES", "generate_synthetic_coco"]

@@ -13,34 +13,12 @@ images, and the number of objects per class.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import sys
 import time
 from collections import Counter
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load_generator():
-    """Load ``mmkd/datasets/synthetic.py`` straight from its file.
-
-    The generator needs only numpy, OpenCV and pycocotools; loading it by path
-    avoids ``import mmkd``, which imports torch and registers into mmdet (the
-    ``tools/make_synthetic_data.py`` wrapper loads this file by path for the same reason).
-    """
-    path = os.path.join(PACKAGE_DIR, "datasets", "synthetic.py")
-    spec = importlib.util.spec_from_file_location("_mmkd_synthetic", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look the module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-_synthetic = _load_generator()
-SYNTHETIC_CLASSES = _synthetic.SYNTHETIC_CLASSES
-generate_synthetic_coco = _synthetic.generate_synthetic_coco
+from ..datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_coco
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

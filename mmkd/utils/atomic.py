@@ -106,7 +106,9 @@ def _fsync_dir(folder: str) -> None:
 
 def replace_atomic(tmp: str, dst: PathLike) -> None:
     """Move the completely written (and fsync'ed) ``tmp`` onto ``dst`` in one step."""
-    fault_point('checkpoint_write')  # test-only seam, see mmkd/utils/faults.py
+    # test-only: the one in-library kill point of tests/test_faults.py (mmkd/utils/faults.py):
+    # a file complete under its temporary name, not yet renamed (no hook runs in between)
+    fault_point('file_replace')
     dst = os.fspath(dst)
     os.replace(tmp, dst)
     _fsync_dir(osp.dirname(osp.abspath(dst)))

@@ -22,8 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...utils.faults import fault_point
-
 
 @dataclass(frozen=True)
 class NormSettings:
@@ -91,7 +89,6 @@ class TeacherInputAdapter:
             (B, C, H', W') teacher inputs; H' >= H and W' >= W only when the teacher's
             ``pad_size_divisor`` requires it.
         """
-        fault_point('teacher_forward')  # test-only seam, see mmkd/utils/faults.py
         if self.identity:
             return inputs
         x = inputs

@@ -222,7 +222,7 @@ class PGMHook(Hook):
         if all(i in self._teacher_cache for i in chunk):
             per_img = [self._teacher_cache[i] for i in chunk]
             return [torch.cat([p[l] for p in per_img]) for l in range(len(per_img[0]))]
-        t_feats = model.teacher.extract_feat(model._teacher_batch(inputs, samples))
+        t_feats = model.teacher_features(inputs, samples)  # on the student's grid
         desc = [d.cpu() for d in box_descriptors(t_feats, rois, tuple(inputs.shape[-2:]),
                                                  loss.descriptor)]
         offsets = np.cumsum([0] + [len(b) for b in boxes])
