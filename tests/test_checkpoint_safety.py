@@ -273,7 +273,7 @@ def test_killed_export_leaves_the_old_file_whole(tmp_path):
             f'export_student_checkpoint({src!r}, {str(dst)!r})')
     proc = subprocess.run([sys.executable, '-c', code], cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=REPO,
-                                   MMKD_FAULT_AT='checkpoint_write:1'))
+                                   MMKD_FAULT_AT='file_replace:1'))
     assert proc.returncode == -signal.SIGKILL
     assert dst.read_bytes() == b'previous contents'
     export_student_checkpoint(src, str(dst))  # the next write cleans the stale temporary up

@@ -22,6 +22,7 @@
 """
 from __future__ import annotations
 
+import importlib
 import os
 import os.path as osp
 import pickle
@@ -72,9 +73,14 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 def _mmengine_checkpoint_types() -> List[Any]:
     """The non-tensor classes that mmengine 0.10 training checkpoints pickle."""
     from mmengine.logging.history_buffer import HistoryBuffer
-    core = getattr(np, '_core', None) or np.core  # numpy 2 renamed numpy.core
-    types: List[Any] = [HistoryBuffer, np.ndarray, np.dtype, core.multiarray._reconstruct,
-                        core.multiarray.scalar]
+
+    # numpy 2 renamed numpy.core to numpy._core; numpy 1.26 already has a numpy._core package,
+    # but a bare shim whose submodules are not attributes, so pick by the major version
+    multiarray = importlib.import_module(
+        'numpy._core.multiarray' if int(np.__version__.split('.')[0]) >= 2
+        else 'numpy.core.multiarray')
+    types: List[Any] = [HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct,
+                        multiarray.scalar]
     # numpy >= 1.25 pickles dtypes as instances of per-type classes (numpy.dtypes.Float64DType).
     dtypes = getattr(np, 'dtypes', None)
     if dtypes is not None:
