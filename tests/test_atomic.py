@@ -12,6 +12,7 @@ import torch
 from conftest import REPO, tool_env
 from mmkd.utils.atomic import TEMP_SUFFIX, atomic_path, atomic_write, remove_stale_temps
 from mmkd.utils.checkpoint import save_atomic
+from mmkd.utils.torch_compat import safe_torch_load
 
 
 def listing(folder):
@@ -67,12 +68,12 @@ def test_atomic_path_for_writers_that_take_a_path(tmp_path):
         assert os.path.dirname(tmp) == str(tmp_path) and tmp.endswith(TEMP_SUFFIX)
         assert not dst.exists()
         torch.save({'a': torch.ones(2)}, tmp)
-    assert torch.equal(torch.load(dst, weights_only=True)['a'], torch.ones(2))
+    assert torch.equal(safe_torch_load(dst)['a'], torch.ones(2))
     with pytest.raises(KeyboardInterrupt):
         with atomic_path(dst) as tmp:
             torch.save({'a': torch.zeros(2)}, tmp)
             raise KeyboardInterrupt
-    assert torch.equal(torch.load(dst, weights_only=True)['a'], torch.ones(2))
+    assert torch.equal(safe_torch_load(dst)['a'], torch.ones(2))
     assert listing(tmp_path) == ['epoch_1.pth']
 
 
@@ -80,11 +81,11 @@ def test_checkpoint_saving_goes_through_it(tmp_path):
     dst = tmp_path / 'student.pth'
     (tmp_path / 'student.pth.tmp').write_bytes(b'user file')
     save_atomic({'w': torch.arange(3)}, str(dst))
-    assert torch.equal(torch.load(dst, weights_only=True)['w'], torch.arange(3))
+    assert torch.equal(safe_torch_load(dst)['w'], torch.arange(3))
     assert (tmp_path / 'student.pth.tmp').read_bytes() == b'user file'
     with pytest.raises(Exception):
         save_atomic({'w': lambda: 0}, str(dst))  # a lambda does not pickle: fails mid-write
-    assert torch.equal(torch.load(dst, weights_only=True)['w'], torch.arange(3))
+    assert torch.equal(safe_torch_load(dst)['w'], torch.arange(3))
     assert listing(tmp_path) == ['student.pth', 'student.pth.tmp']
 
 

@@ -14,6 +14,7 @@ from mmkd.benchmark.report import (Row, Stat, aggregate, gap_recovered, markdown
                                    replace_section)
 from mmkd.benchmark.runs import config_hash, load_resolved, schedule_options, split_method_options
 from mmkd.benchmark.suite import METHODS, PRESETS, builtin_spec, resolve_methods
+from mmkd.utils.torch_compat import safe_torch_load
 
 STUDENT = METHODS['student'].config
 GK_TINY = 'model.distill_losses.loss_gk.pgm.min_size=4'
@@ -156,7 +157,7 @@ def test_plan_with_a_given_teacher(synthetic_data, teacher_ckpt, tmp_path):
     assert pgm.cfg['model']['teacher_ckpt'] == given and pgm.needs == [teacher.work_dir]
     # other weights under the same path: new teacher and distillation runs, same student
     import torch
-    ckpt = torch.load(given, weights_only=True)
+    ckpt = safe_torch_load(given)
     ckpt['state_dict'] = {k: v + 1 if v.is_floating_point() else v
                           for k, v in ckpt['state_dict'].items()}
     torch.save(ckpt, given)
@@ -191,8 +192,7 @@ def test_shipped_teacher_fingerprint(synthetic_data, tmp_path):
 
     from mmkd.benchmark.suite import SHIPPED_TEACHER
     from mmkd.utils.paths import REPO_ROOT
-    ckpt = torch.load(osp.join(REPO_ROOT, SHIPPED_TEACHER), map_location='cpu',
-                      weights_only=True)
+    ckpt = safe_torch_load(osp.join(REPO_ROOT, SHIPPED_TEACHER))
     assert len(ckpt['meta']['mmkd']['train_ann_sha256']) == 64 and ckpt['meta']['epoch'] == 36
     assert 'optimizer' not in ckpt
     assert {v.dtype for v in ckpt['state_dict'].values() if v.is_floating_point()} == {

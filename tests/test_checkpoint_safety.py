@@ -23,13 +23,16 @@ from mmkd.utils.checkpoint import (CheckpointError, CheckpointMismatchError,
                                    check_resume_checkpoint, export_student_checkpoint,
                                    load_checkpoint_file, load_strict, publish_checkpoint,
                                    save_atomic)
+from mmkd.utils.torch_compat import safe_torch_load
 
 
 def _roundtrip(obj):
+    """Save, then load through mmkd's safe loader (torch's ``weights_only`` with mmkd's
+    allow-list on torch >= 2.4, mmkd's restricted unpickler before)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     buf.seek(0)
-    return torch.load(buf, weights_only=True)
+    return safe_torch_load(buf)
 
 
 def test_message_hub_state_loads_with_weights_only():
@@ -252,7 +255,7 @@ def test_save_atomic_replaces_whole_and_leaves_no_temporary(tmp_path):
     dst = tmp_path / 'x.pth'
     save_atomic({'a': torch.ones(3)}, str(dst))
     save_atomic({'a': torch.zeros(3)}, str(dst))
-    assert torch.equal(torch.load(dst, weights_only=True)['a'], torch.zeros(3))
+    assert torch.equal(safe_torch_load(dst)['a'], torch.zeros(3))
     assert os.listdir(tmp_path) == ['x.pth']
     assert oct(dst.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
@@ -278,7 +281,7 @@ def test_killed_export_leaves_the_old_file_whole(tmp_path):
     assert dst.read_bytes() == b'previous contents'
     export_student_checkpoint(src, str(dst))  # the next write cleans the stale temporary up
     assert sorted(os.listdir(tmp_path)) == ['epoch_1.pth', 'student.pth']
-    assert torch.load(dst, weights_only=True)['state_dict'].keys() == \
+    assert safe_torch_load(dst)['state_dict'].keys() == \
         _net().state_dict().keys()
 
 

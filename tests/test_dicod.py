@@ -14,6 +14,7 @@ from mmengine.config import Config
 from conftest import REPO, run_tool
 from mmkd.models.methods.dicod import (CropClassifier, DICODLoss, crop_and_resize, dicod_cls_kl,
                                        teacher_target)
+from mmkd.utils.torch_compat import safe_torch_load
 
 SSD_KD = 'configs/synthetic/kd_dicod_r18w16cls_ssd160_r18w16_12e_synthetic.py'
 FRCNN_KD = 'configs/synthetic/kd_dicod_r18w16cls_r18w16_12e_synthetic.py'
@@ -219,7 +220,7 @@ def test_train_cls_teacher_tool_and_its_checkpoint_loads_as_the_teacher(syntheti
     cfg.model.distill_losses.loss_dicod.crop_size = 32
     model = MODELS.build(cfg.model)
     assert isinstance(model.teacher, CropClassifier)
-    saved = torch.load(str(ckpt), weights_only=True)['state_dict']
+    saved = safe_torch_load(str(ckpt))['state_dict']
     for k, v in model.teacher.state_dict().items():
         torch.testing.assert_close(v, saved[k])
     assert not any(k.startswith('teacher') for k in model.state_dict())

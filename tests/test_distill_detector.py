@@ -10,6 +10,7 @@ from conftest import STUDENT_CFG, TEACHER_CFG, student_roi_step
 from mmkd.models import soft_label_kl
 from mmkd.models.utils import MethodRecorder, TeacherInputAdapter
 from mmkd.utils import CheckpointMismatchError, load_model_cfg
+from mmkd.utils.torch_compat import safe_torch_load
 
 FPN = dict(type='FeatureImitationLoss', adapter='conv1x1', fg_mask='gt')
 KL = dict(type='RoIClsKLLoss', temperature=2.0)
@@ -76,7 +77,7 @@ def test_teacher_frozen_eval_and_hidden(teacher_ckpt):
 
 def test_teacher_weights_loaded_exactly(teacher_ckpt):
     model = build(teacher_ckpt)
-    saved = torch.load(teacher_ckpt, weights_only=True)['state_dict']
+    saved = safe_torch_load(teacher_ckpt)['state_dict']
     for k, v in model.teacher.state_dict().items():
         assert torch.equal(v, saved[k]), k
 
@@ -109,7 +110,7 @@ def test_wrong_num_classes_checkpoint_says_num_classes(tmp_path):
 
 
 def test_unexpected_keys_reported(tmp_path, teacher_ckpt):
-    state = torch.load(teacher_ckpt, weights_only=True)
+    state = safe_torch_load(teacher_ckpt)
     state['state_dict']['extra.weight'] = torch.zeros(1)
     path = str(tmp_path / 'extra.pth')
     torch.save(state, path)

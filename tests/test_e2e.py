@@ -15,6 +15,7 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 from conftest import KD_CFG, REPO, STUDENT_CFG, data_options, run_tool, tool_env
+from mmkd.utils.torch_compat import safe_torch_load
 
 EPOCHS = 3
 
@@ -35,7 +36,7 @@ def kd_run(tmp_path_factory, synthetic_data, teacher_ckpt):
 
 
 def _weights(path):
-    return torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+    return safe_torch_load(path)['state_dict']
 
 
 def test_train_logs_distill_losses_and_writes_student_twins(kd_run):
@@ -49,7 +50,7 @@ def test_train_logs_distill_losses_and_writes_student_twins(kd_run):
     full = _weights(work / f'epoch_{EPOCHS}.pth')
     assert not any(k.startswith('teacher') for k in full)
     assert any(k.startswith('distill_losses.') for k in full)
-    twin = torch.load(work / f'epoch_{EPOCHS}_student.pth', weights_only=True)
+    twin = safe_torch_load(work / f'epoch_{EPOCHS}_student.pth')
     assert set(twin) == {'meta', 'state_dict'}
     assert not any(k.startswith(('student.', 'distill_losses.')) for k in twin['state_dict'])
     assert twin['meta']['dataset_meta']['classes'][0] == 'circle'
@@ -216,7 +217,7 @@ def test_resume_from_a_student_twin_or_another_config_stops_up_front(kd_run, tmp
     err = proc.stderr
     assert 'CheckpointMismatchError' in err and 'student-only file' in err
     assert f'model.student_ckpt={twin}' in err and 'Epoch(train)' not in proc.stdout
-    other = torch.load(work / f'epoch_{EPOCHS}.pth', weights_only=True)
+    other = safe_torch_load(work / f'epoch_{EPOCHS}.pth')
     other['state_dict']['distill_losses.loss_pkd.adapter.weight'] = torch.zeros(4, 4, 1, 1)
     path = tmp_path / 'other_config.pth'
     torch.save(other, path)
@@ -230,7 +231,7 @@ def test_resume_from_a_student_twin_or_another_config_stops_up_front(kd_run, tmp
 # ---- mmkd's tools check upstream failures up front -----------------------------------------------
 def test_teacher_with_classes_in_another_order_is_refused(tmp_path, synthetic_data,
                                                           teacher_ckpt):
-    ckpt = torch.load(teacher_ckpt, weights_only=True)
+    ckpt = safe_torch_load(teacher_ckpt)
     classes = ckpt['meta']['dataset_meta']['classes']
     ckpt['meta']['dataset_meta']['classes'] = classes[::-1]
     path = tmp_path / 'reordered.pth'

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from conftest import KD_CFG, REPO, data_options, run_tool, tool_env
+from mmkd.utils.torch_compat import safe_torch_load
 
 PGM_CFG = 'configs/synthetic/kd_pgm_r34w32_r18w16_12e_synthetic.py'
 EPOCHS = 2
@@ -41,7 +42,7 @@ def killed(args, point):
 
 
 def weights(path):
-    return torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+    return safe_torch_load(path)['state_dict']
 
 
 def assert_same_weights(a, b):

@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mmkd.models.methods.global_knowledge import RobustDistillingModule
+from mmkd.utils.torch_compat import safe_torch_load
 from test_gk_losses import _Det
 
 
@@ -52,8 +53,8 @@ def _worker(rank, store, out_dir):
 
 def test_two_processes_end_with_identical_prototypes(tmp_path):
     mp.spawn(_worker, args=(str(tmp_path / 'store'), str(tmp_path)), nprocs=2, join=True)
-    r0 = torch.load(tmp_path / 'rank0.pt', weights_only=True)
-    r1 = torch.load(tmp_path / 'rank1.pt', weights_only=True)
+    r0 = safe_torch_load(tmp_path / 'rank0.pt')
+    r1 = safe_torch_load(tmp_path / 'rank1.pt')
     for mode in ('offline', 'online'):
         for k, v in r0[mode].items():
             assert torch.equal(v, r1[mode][k]), (mode, k)
@@ -88,7 +89,7 @@ def test_refresh_with_an_empty_bank_on_one_rank_does_not_deadlock(tmp_path):
     deadline = time.time() + 120
     while not context.join(timeout=1):
         assert time.time() < deadline, 'refresh deadlocked'
-    r0 = torch.load(tmp_path / 'uneven0.pt', weights_only=True)
-    r1 = torch.load(tmp_path / 'uneven1.pt', weights_only=True)
+    r0 = safe_torch_load(tmp_path / 'uneven0.pt')
+    r1 = safe_torch_load(tmp_path / 'uneven1.pt')
     assert all(torch.equal(v, r1[k]) for k, v in r0.items())
     assert r0['proto_valid'].any()

@@ -8,6 +8,7 @@ from mmengine.runner import Runner
 from conftest import REPO, apply_data_options, data_options, run_tool
 from mmkd.models.methods.global_knowledge import PGMHook, pgm_population
 from mmkd.models.utils import MethodRecorder
+from mmkd.utils.torch_compat import safe_torch_load
 
 GK_CFG = 'configs/synthetic/kd_pgm_r34w32_r18w16_12e_synthetic.py'
 
@@ -24,7 +25,7 @@ def gk_args(work_dir, data, teacher_ckpt, mode, epochs=2, extra=()):
 
 
 def _state(path):
-    return torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+    return safe_torch_load(path)['state_dict']
 
 
 def test_pgm_hook_collects_descriptors_and_caches_teacher(tmp_path, synthetic_data,
@@ -98,7 +99,7 @@ def test_offline_mode_trains_with_prototypes_every_epoch(tmp_path, synthetic_dat
     state = _state(tmp_path / 'epoch_2.pth')
     assert int(state['distill_losses.loss_gk.pgm.num_generated']) == 2
     assert state['distill_losses.loss_gk.pgm.proto_valid'].any()
-    twin = torch.load(tmp_path / 'epoch_2_student.pth', weights_only=True)['state_dict']
+    twin = safe_torch_load(tmp_path / 'epoch_2_student.pth')['state_dict']
     assert not any('pgm' in k or 'adapters' in k for k in twin)
 
 

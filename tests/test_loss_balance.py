@@ -18,6 +18,7 @@ from mmkd.models.utils import LossBalancer, TrainProgress
 from mmkd.models.utils.loss_balance import (balance_scale, detection_loss, keys_checksum,
                                             measure_only, parse_auto_balance, parse_report,
                                             suggested_loss_weight)
+from mmkd.utils.torch_compat import safe_torch_load
 
 
 @pytest.fixture(autouse=True)
@@ -313,7 +314,7 @@ def test_state_round_trip_mid_window_is_exact_and_loads_weights_only(tmp_path):
     first = balancer({'loss_a': 1.0, 'loss_c': 1.0}, **opts)
     run(first, 0, 2)  # stop inside the window
     torch.save(dict(meta=dict(loss_balance=first.state_dict())), tmp_path / 'c.pth')
-    state = torch.load(tmp_path / 'c.pth', weights_only=True)['meta']['loss_balance']
+    state = safe_torch_load(tmp_path / 'c.pth')['meta']['loss_balance']
     resumed = balancer({'loss_a': 1.0, 'loss_c': 1.0}, **opts)
     resumed.load_state_dict(state)
     run(resumed, 2, 7)

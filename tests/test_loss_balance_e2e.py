@@ -6,6 +6,7 @@ import json
 import torch
 
 from conftest import KD_CFG, data_options, run_tool
+from mmkd.utils.torch_compat import safe_torch_load
 
 #: 12 images, 3 per batch: 4 iterations per epoch; the window (6) ends inside epoch 2.
 WINDOW = 6
@@ -22,7 +23,7 @@ def _args(work, data, teacher_ckpt, epochs, resume=False):
 
 
 def _ckpt(path):
-    return torch.load(path, map_location='cpu', weights_only=True)
+    return safe_torch_load(path)
 
 
 def _assert_same_weights(a, b):

@@ -19,7 +19,8 @@ from mmengine.runner.checkpoint import _load_checkpoint
 import mmkd  # noqa: F401  (allow-list, mmengine loader, mmkd:: scope)
 from mmkd.utils import torch_compat
 from mmkd.utils.checkpoint import CorruptCheckpointError, load_checkpoint_file
-from mmkd.utils.dependencies import DependencyError, check_mmcv_ops, check_versions
+from mmkd.utils.dependencies import (DependencyError, check_known_conflicts, check_mmcv_ops,
+                                     check_versions)
 from mmkd.utils.paths import REPO_ROOT
 
 
@@ -136,6 +137,17 @@ def test_version_errors_name_version_range_and_fix():
         check_versions({'mmengine': None})
     check_versions({'mmcv': '2.0.0rc4', 'mmdet': '3.0.0', 'mmengine': '0.7.1',
                     'torch': '2.0.0+cu118'})  # the oldest supported: no error
+
+
+def test_old_mmengine_with_new_yapf_is_refused_with_the_fix():
+    """mmengine < 0.8.5 passes verify=True to yapf, which yapf 0.40.2 removed (seen on the
+    second stack: every training stopped in Config.pretty_text)."""
+    with pytest.raises(DependencyError, match=r'mmengine 0\.7\.1 .*yapf 0\.40\.2.*'
+                       r'pip install "yapf==0\.40\.1".*mmengine to >= 0\.8\.5'):
+        check_known_conflicts({'mmengine': '0.7.1', 'yapf': '0.40.2'})
+    check_known_conflicts({'mmengine': '0.7.1', 'yapf': '0.40.1'})
+    check_known_conflicts({'mmengine': '0.8.5', 'yapf': '0.43.0'})
+    check_known_conflicts({'mmengine': '0.10.7', 'yapf': None})
 
 
 def test_mmcv_without_ops_error():

@@ -592,9 +592,11 @@ def seed_random_prototypes(model: nn.Module, per_class: int = 20, seed: int = 0)
     the MessageHub's current epoch, so its first step does not replace them from its still
     empty memory bank. Returns the number of losses seeded."""
     from mmengine.logging import MessageHub
+
+    from ..models.utils.progress import hub_info
     g = torch.Generator().manual_seed(seed)
     losses = _pgm_losses(model)
-    epoch = int(MessageHub.get_current_instance().get_info('epoch', 0) or 0)
+    epoch = int(hub_info(MessageHub.get_current_instance(), 'epoch', 0))
     for loss in losses:
         if isinstance(getattr(loss, 'last_refresh_epoch', None), torch.Tensor):
             loss.last_refresh_epoch.fill_(epoch)

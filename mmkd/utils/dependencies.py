@@ -79,6 +79,30 @@ def check_versions(versions: Optional[Dict[str, Optional[str]]] = None) -> None:
                               '\n  '.join(problems))
 
 
+def check_known_conflicts(versions: Optional[Dict[str, Optional[str]]] = None) -> None:
+    """Raise :class:`DependencyError` for version pairs inside the supported ranges that are known
+    not to work together.
+
+    mmengine < 0.8.5 formats configs with ``yapf.FormatCode(..., verify=True)``, a keyword that
+    yapf 0.40.2 removed, so every training stops with ``TypeError: FormatCode() got an unexpected
+    keyword argument 'verify'`` when the runner logs its config (mmengine 0.8.5 dropped the
+    keyword; mmengine declares ``yapf`` without an upper bound).
+
+    Args:
+        versions: ``package -> version`` of ``mmengine`` and ``yapf`` (default: the installed).
+    """
+    versions = versions if versions is not None else {
+        p: installed_version(p) for p in ('mmengine', 'yapf')}
+    mmengine, yapf = versions.get('mmengine'), versions.get('yapf')
+    if mmengine and yapf and _digits(mmengine) < _digits('0.8.5') \
+            and _digits(yapf) >= _digits('0.40.2'):
+        raise DependencyError(
+            f'mmkd cannot run with this environment: mmengine {mmengine} calls yapf with '
+            f'verify=True, which yapf {yapf} no longer accepts (every training would stop when '
+            'it logs its config). Fix: pip install "yapf==0.40.1", or upgrade mmengine to '
+            '>= 0.8.5.')
+
+
 def _import_mmcv_ext() -> None:
     importlib.import_module('mmcv._ext')
 
@@ -99,6 +123,7 @@ def check_mmcv_ops(import_ext: Callable[[], None] = _import_mmcv_ext) -> None:
 
 
 def check_environment() -> None:
-    """Both checks, as ``import mmkd`` runs them."""
+    """The checks, as ``import mmkd`` runs them."""
     check_versions()
+    check_known_conflicts()
     check_mmcv_ops()

@@ -2,9 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from mmengine.logging import MessageHub
+
+
+def hub_info(hub: MessageHub, key: str, default: Any = None) -> Any:
+    """``hub.get_info(key, default)`` on every supported mmengine: before 0.8 ``get_info`` takes
+    no default and raises ``KeyError`` for a missing key."""
+    try:
+        value = hub.get_info(key)
+    except KeyError:
+        return default
+    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -26,5 +36,5 @@ class TrainProgress:
     def current(cls) -> 'TrainProgress':
         """Read the runner's position from the current MessageHub (defaults outside a run)."""
         hub = MessageHub.get_current_instance()
-        return cls(epoch=int(hub.get_info('epoch', 0) or 0), iter=int(hub.get_info('iter', 0) or 0),
-                   max_epochs=hub.get_info('max_epochs'), max_iters=hub.get_info('max_iters'))
+        return cls(epoch=int(hub_info(hub, 'epoch', 0)), iter=int(hub_info(hub, 'iter', 0)),
+                   max_epochs=hub_info(hub, 'max_epochs'), max_iters=hub_info(hub, 'max_iters'))
