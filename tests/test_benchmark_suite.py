@@ -301,7 +301,11 @@ def test_markdown_table_numbers():
     assert 'vs `wide`' in dsig and '+1.0' in dsig and '+17 %' in dsig  # 1 / (20 - 14)
     assert '+3.0' in next(l for l in table.splitlines() if l.startswith('| wide'))
     rows['teacher'] = _row('teacher', [12.0])
-    assert 'below' in markdown_table(rows, ['teacher', 'student'])[1][0]
+    remarks = markdown_table(rows, ['teacher', 'student'])[1]
+    assert 'below' in remarks[0] and len(remarks) == 1  # 1 AP above the student
+    rows['teacher'] = _row('teacher', [10.5])  # not better than the student (11.0)
+    remarks = markdown_table(rows, ['teacher', 'student'])[1]
+    assert 'below' in remarks[0] and 'not better than the student' in remarks[1]
 
 
 def test_loss_balance_table(tmp_path):

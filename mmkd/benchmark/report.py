@@ -134,6 +134,11 @@ def markdown_table(rows: Dict[str, Row], order: Sequence[str],
         remarks.append(f'Teacher - student gap: {gap:+.1f} AP '
                        f'({"meets" if ok else "below"} the 5 AP the benchmark needs'
                        f'{"" if ok else "; gap-recovered shares are not meaningful"}).')
+        if gap <= 0:
+            remarks.append(f'The teacher ({t_ap:.1f} AP) is not better than the student '
+                           f'({s_ap:.1f} AP): distillation from it cannot be expected to '
+                           'improve this student, so read the ΔAP column as the harm each '
+                           'method does (or avoids), not as a gain.')
     return '\n'.join(lines), remarks
 
 
