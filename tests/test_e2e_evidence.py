@@ -33,7 +33,8 @@ def one_epoch(tmp_path_factory, synthetic_data, teacher_ckpt):
 
 
 def read_scalars(work_dir) -> list:
-    """The training steps mmengine logged to ``vis_data/scalars.json`` (lines with a loss)."""
+    """The training steps mmengine logged to ``vis_data/scalars.json`` (lines with a loss), by
+    their ``step`` (the iteration; mmengine >= 0.8 also writes it as ``iter``)."""
     files = glob.glob(osp.join(str(work_dir), '*', 'vis_data', 'scalars.json'))
     assert len(files) == 1, f'expected one scalars.json under {work_dir}, found {files}'
     with open(files[0]) as f:
@@ -44,13 +45,13 @@ def read_scalars(work_dir) -> list:
 def test_every_distillation_term_is_logged_positive_and_finite_at_every_step(one_epoch):
     names = list(Config.fromfile(osp.join(REPO, KD_CFG)).model.distill_losses)
     steps = read_scalars(one_epoch)
-    assert [s['iter'] for s in steps] == list(range(1, ITERS_PER_EPOCH + 1)), steps
+    assert [s['step'] for s in steps] == list(range(1, ITERS_PER_EPOCH + 1)), steps
     for name in names:
         terms = [k for k in steps[0] if k == name or k.startswith(name + '_')]
         assert terms, f'{name} logged no value; logged keys: {sorted(steps[0])}'
         for s in steps:
             for k in terms:
-                assert math.isfinite(s[k]) and s[k] > 0, f'iteration {s["iter"]}: {k} = {s[k]}'
+                assert math.isfinite(s[k]) and s[k] > 0, f'iteration {s["step"]}: {k} = {s[k]}'
     # the student's own detection losses are there too, and the total includes the terms
     for s in steps:
         assert s['loss_cls'] > 0 and s['loss_rpn_cls'] > 0

@@ -337,10 +337,10 @@ def test_two_optimisers_step_and_resume_exactly(tmp_path, synthetic_data, teache
     assert 'distill.lr' in log
     # the logged values (not the config dump): every ICD term at every one of the 8 steps
     steps = read_scalars(straight)
-    assert [x['iter'] for x in steps] == list(range(1, 9))
+    assert [x['step'] for x in steps] == list(range(1, 9))
     for x in steps:
         for k in ('loss_icd_mimic', 'loss_icd_aux_conf', 'loss_icd_aux_reg'):
-            assert math.isfinite(x[k]) and x[k] > 0, (x['iter'], k, x[k])
+            assert math.isfinite(x[k]) and x[k] > 0, (x['step'], k, x[k])
     a = torch.load(straight / 'epoch_2.pth', map_location='cpu', weights_only=False)
     b = torch.load(split / 'epoch_2.pth', map_location='cpu', weights_only=False)
     assert set(a['optimizer']) >= {'student', 'distill'}

@@ -149,7 +149,9 @@ def test_wheel_install_resolves_mmkd_configs_and_trains_a_step(installed):
                cwd=str(work), env=env)
     assert (work / 'work_dirs/my_kd/epoch_1.pth').is_file(), out[-3000:]
     assert (work / 'work_dirs/my_kd/epoch_1_student.pth').is_file(), out[-3000:]
-    assert 'Epoch(train) [1][1/1]' in out, out[-3000:]
+    # one training step with every loss computed (mmengine < 0.8 does not log an epoch's last
+    # iteration when it is not a multiple of the log interval)
+    assert 'loss balance over the last 1 iterations' in out, out[-3000:]
     assert osp.isfile(str(tmp / 'venv' / 'bin' / 'mmkd-train'))
     # nothing was written into the installed package
     mim = osp.join(str(tmp / 'venv'), 'lib')

@@ -238,7 +238,8 @@ def read_loss_curve(work_dir: str) -> List[Tuple[int, float, float]]:
                 if not line:
                     continue
                 rec = json.loads(line)
-                if 'loss' not in rec or 'iter' not in rec or 'step' not in rec:
+                # training lines: 'loss' and 'step' (mmengine >= 0.8 also writes 'iter')
+                if 'loss' not in rec or 'step' not in rec:
                     continue
                 det = sum(float(rec.get(k, 0.0)) for k in DETECTION_LOSSES)
                 points[int(rec['step'])] = (det, max(0.0, float(rec['loss']) - det))

@@ -71,6 +71,14 @@ class StudentCheckpointHook(Hook):
         return {hook.file_backend.join_path(hook.out_dir, hook.filename_tmpl.format(i))
                 for i in ids}
 
+    @staticmethod
+    def _rotates_without_ids(runner) -> bool:
+        """mmengine's CheckpointHook rotates (``max_keep_ckpts`` > 0) but, before mmengine 0.8,
+        keeps no ``keep_ckpt_ids``."""
+        hook = next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
+        return (hook is not None and hook.max_keep_ckpts > 0
+                and not hasattr(hook, 'keep_ckpt_ids'))
+
     # ---- hook points -------------------------------------------------------------------------
     @master_only
     def before_train(self, runner) -> None:
@@ -111,6 +119,10 @@ class StudentCheckpointHook(Hook):
         gone: Set[str] = set()
         if kept is not None and self._kept is not None:
             gone |= self._kept - kept
+        elif kept is None and self._rotates_without_ids(runner):
+            # mmengine < 0.8 keeps no list of kept checkpoints: its rotation deletes the files,
+            # so follow the checkpoints this process saw saved that are gone now
+            gone |= {p for p in self._done if not osp.exists(p)}
         self._kept = kept
         best = {p for k, p in runner.message_hub.runtime_info.items()
                 if k.startswith('best_ckpt') and isinstance(p, str)}
