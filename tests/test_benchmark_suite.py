@@ -56,6 +56,9 @@ def test_schedule_options_list_and_dict():
     # an iteration-based warm-up longer than an epoch is cut to one epoch
     assert 'param_scheduler.0.end=40' in schedule_options(cfg, 6, iters_per_epoch=40)
     assert not any('param_scheduler.0' in o for o in schedule_options(cfg, 6, 100))
+    # a logging interval longer than an epoch is cut to one epoch (loss curves need steps)
+    assert 'default_hooks.logger.interval=3' in schedule_options(cfg, 6, iters_per_epoch=3)
+    assert not any('logger' in o for o in schedule_options(cfg, 6, 100))
     icd = METHODS['icd'].config  # param_scheduler = {student: [...], distill: [cosine]}
     cfg = load_resolved(icd, schedule_options(load_resolved(icd), 3))
     assert cfg.param_scheduler.student[1].milestones == [2, 3]

@@ -143,8 +143,10 @@ def schedule_options(cfg: Config, epochs: int, iters_per_epoch: Optional[int] = 
     by tools/test.py afterwards), saves a checkpoint every epoch (for resume), and moves the
     epoch-based learning-rate schedule: MultiStepLR milestones to 2/3 and 11/12 of the run,
     ``end`` and cosine ``T_max`` to the last epoch. An iteration-based warm-up longer than one
-    epoch (``iters_per_epoch``) is cut to one epoch. ``param_scheduler`` may be a list or a
-    dict of lists (one per optimiser, as ICD's ``{student: [...], distill: [...]}``).
+    epoch (``iters_per_epoch``) is cut to one epoch, and so is a logging interval (the report's
+    loss curves need logged steps; mmengine < 0.8 does not log an epoch's last iteration).
+    ``param_scheduler`` may be a list or a dict of lists (one per optimiser, as ICD's
+    ``{student: [...], distill: [...]}``).
     """
     if epochs < 1:
         raise ValueError('--epochs must be at least 1')
@@ -152,6 +154,9 @@ def schedule_options(cfg: Config, epochs: int, iters_per_epoch: Optional[int] = 
     opts = [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
             f'train_cfg.val_begin={epochs + 1}',
             'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=1']
+    log_interval = cfg.get('default_hooks', {}).get('logger', {}).get('interval', 50)
+    if iters_per_epoch and log_interval > iters_per_epoch:
+        opts.append(f'default_hooks.logger.interval={iters_per_epoch}')
     sched = cfg.get('param_scheduler')
     if isinstance(sched, dict) and 'type' not in sched:
         for name in sorted(sched):
