@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
-from ..utils.atomic import atomic_write
+from ..utils.config import write_config
 from ..utils.paths import resolve_path
 
 #: Entries a data config must give (test_* default to the val ones).
@@ -169,12 +169,6 @@ def folder_data_config(root: str, pipelines: Optional[Tuple[list, list]] = None,
     return cfg, classes
 
 
-def write_data_config(cfg: dict, path: str) -> str:
-    """Write ``cfg`` as a python config file (atomically); returns ``path``."""
-    with atomic_write(path) as f:
-        f.write(Config(cfg).pretty_text)  # what Config.dump writes to a .py file
-    return path
-
 
 # ---- checks ------------------------------------------------------------------------------------
 def _count_images(ann_file: str) -> Tuple[int, List[dict], Dict[str, Any]]:
@@ -272,7 +266,7 @@ def resolve_data(source: str, work_dir: str, pipelines: Optional[Tuple[list, lis
     written = None
     if osp.isdir(source):
         cfg_dict, classes = folder_data_config(source, pipelines, img_scale, batch_size)
-        written = write_data_config(cfg_dict, osp.join(work_dir, 'data_config.py'))
+        written = write_config(cfg_dict, osp.join(work_dir, 'data_config.py'))
         cfg = Config(cfg_dict)
     else:
         if img_scale:

@@ -36,6 +36,7 @@ from mmengine.config import Config, DictAction
 
 from ..utils.atomic import atomic_write
 from ..utils.checkpoint import file_sha256
+from ..utils.config import write_config
 from ..utils.paths import REPO_ROOT
 
 #: COCO metrics read from tools/test.py's results, in report order.
@@ -287,8 +288,7 @@ class Run:
         dir, with its runtime additions."""
         if self.cfg is None:
             return
-        with atomic_write(self.config) as f:
-            f.write(Config(copy.deepcopy(self.cfg)).pretty_text)
+        write_config(self.cfg, self.config)
 
 
 @dataclass

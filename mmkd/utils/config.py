@@ -10,6 +10,7 @@ from typing import List, Optional, Union
 
 from mmengine.config import Config, ConfigDict
 
+from .atomic import atomic_write
 from .paths import resolve_path
 
 ModelSpec = Union[str, dict, ConfigDict]
@@ -120,3 +121,11 @@ def check_option_keys(cfg: Config, options: Optional[dict]) -> None:
     raise ValueError('--cfg-options: ' + '; '.join(lines) + '. Such a key would be silently '
                    'ignored. Fix its spelling; the top-level entries of this config are: '
                    f'{", ".join(sorted(cfg.keys()))}.')
+
+
+def write_config(cfg: Union[dict, Config], path: str) -> str:
+    """Write ``cfg`` as a python config file, atomically (what ``Config.dump`` writes to a
+    ``.py`` file); returns ``path``."""
+    with atomic_write(path) as f:
+        f.write(Config(copy.deepcopy(dict(cfg))).pretty_text)
+    return path

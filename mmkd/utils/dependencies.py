@@ -123,7 +123,8 @@ def check_mmcv_ops(import_ext: Callable[[], None] = _import_mmcv_ext) -> None:
 
 
 def check_environment() -> None:
-    """The checks, as ``import mmkd`` runs them."""
-    check_versions()
-    check_known_conflicts()
+    """The checks, as ``import mmkd`` runs them (the installed versions read once)."""
+    versions = {p: installed_version(p) for p in (*SUPPORTED, 'yapf')}
+    check_versions({p: versions[p] for p in SUPPORTED})
+    check_known_conflicts(versions)
     check_mmcv_ops()

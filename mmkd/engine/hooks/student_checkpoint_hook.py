@@ -61,21 +61,25 @@ class StudentCheckpointHook(Hook):
                 if (k == 'last_ckpt' or k.startswith('best_ckpt')) and isinstance(v, str)}
 
     @staticmethod
-    def _kept_paths(runner, ids=None) -> Optional[Set[str]]:
+    def _checkpoint_hook(runner) -> Optional[CheckpointHook]:
+        return next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
+
+    @classmethod
+    def _kept_paths(cls, runner, ids=None) -> Optional[Set[str]]:
         """The checkpoints mmengine's CheckpointHook keeps (``keep_ckpt_ids`` or ``ids``), or
         None when it does not rotate (``max_keep_ckpts`` <= 0)."""
-        hook = next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
+        hook = cls._checkpoint_hook(runner)
         if hook is None or hook.max_keep_ckpts <= 0 or not hasattr(hook, 'keep_ckpt_ids'):
             return None
         ids = hook.keep_ckpt_ids if ids is None else ids
         return {hook.file_backend.join_path(hook.out_dir, hook.filename_tmpl.format(i))
                 for i in ids}
 
-    @staticmethod
-    def _rotates_without_ids(runner) -> bool:
+    @classmethod
+    def _rotates_without_ids(cls, runner) -> bool:
         """mmengine's CheckpointHook rotates (``max_keep_ckpts`` > 0) but, before mmengine 0.8,
         keeps no ``keep_ckpt_ids``."""
-        hook = next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
+        hook = cls._checkpoint_hook(runner)
         return (hook is not None and hook.max_keep_ckpts > 0
                 and not hasattr(hook, 'keep_ckpt_ids'))
 
